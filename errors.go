@@ -1,0 +1,188 @@
+package norman
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"unicode/utf8"
+)
+
+// Errors that callers match with [errors.Is].
+var (
+	// ErrNoAPIKey means the manager has no API key to log in with.
+	ErrNoAPIKey = errors.New("norman: no API key: call SetAPIKey, use WithAPIKey or set NORMAN_API_KEY")
+
+	// ErrNoBaseURL means the manager or signup call has no base URL.
+	ErrNoBaseURL = errors.New("norman: no base URL: use WithBaseURL or set NORMAN_BASE_URL")
+
+	// ErrNotLoggedIn means no login has succeeded yet with the current API key.
+	ErrNotLoggedIn = errors.New("norman: not logged in: call Token or InvalidateAccessToken first")
+
+	// ErrUnauthorized means the server rejected the API key: a login answered
+	// 401 or 403. Retrying with the same key cannot succeed.
+	ErrUnauthorized = errors.New("norman: API key rejected")
+
+	// ErrInsecureURL means a request would have sent the API key or a token
+	// over plain HTTP to a host that is not a loopback address.
+	ErrInsecureURL = errors.New("norman: refusing to send credentials over plain HTTP")
+)
+
+// maxErrorBody is the number of bytes of a response body that an error quotes.
+const maxErrorBody = 512
+
+// APIError is a non-2xx response from the Norman API. It carries whatever the
+// body explained: a Norman error object, a FastAPI detail, or plain text.
+// Known secrets are replaced with "<redacted>" in every field.
+type APIError struct {
+	StatusCode  int      // HTTP status code, such as 401
+	Method      string   // request method
+	URL         string   // request URL without query, fragment or user info
+	ErrorType   string   // Norman error_type, such as "Unauthorized"; "" if the body had none
+	Message     string   // the body's message, FastAPI detail, or text (at most 512 bytes)
+	Cause       string   // Norman cause; "" if the body had none
+	Suggestions []string // Norman suggestions for fixing the problem
+}
+
+// Error returns "norman: METHOD URL: STATUS: message".
+func (e *APIError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "norman: %s %s: %d %s", e.Method, e.URL, e.StatusCode, http.StatusText(e.StatusCode))
+	if e.ErrorType != "" {
+		b.WriteString(": " + e.ErrorType)
+	}
+	if e.Message != "" {
+		b.WriteString(": " + e.Message)
+	}
+	if e.Cause != "" {
+		b.WriteString(" (cause: " + e.Cause + ")")
+	}
+	if len(e.Suggestions) > 0 {
+		b.WriteString(" (suggestions: " + strings.Join(e.Suggestions, "; ") + ")")
+	}
+	return b.String()
+}
+
+// newAPIError builds an APIError from a failed response whose body has
+// already been read. Every occurrence of a secret is replaced.
+func newAPIError(req *http.Request, resp *http.Response, body []byte, secrets ...string) *APIError {
+	e := &APIError{
+		StatusCode: resp.StatusCode,
+		Method:     req.Method,
+		URL:        redactURL(req.URL),
+	}
+	parseErrorBody(e, body)
+
+	e.ErrorType = scrub(e.ErrorType, secrets)
+	e.Message = scrub(e.Message, secrets)
+	e.Cause = scrub(e.Cause, secrets)
+	for i, s := range e.Suggestions {
+		e.Suggestions[i] = scrub(s, secrets)
+	}
+	return e
+}
+
+// parseErrorBody fills e from a Norman error object, a FastAPI
+// {"detail": ...} object, or any other text.
+func parseErrorBody(e *APIError, body []byte) {
+	var normanBody struct {
+		ErrorType   string          `json:"error_type"`
+		Message     string          `json:"message"`
+		Cause       json.RawMessage `json:"cause"`
+		Suggestions []string        `json:"suggestions"`
+		Detail      json.RawMessage `json:"detail"`
+	}
+	if json.Unmarshal(body, &normanBody) == nil {
+		e.ErrorType = clip(normanBody.ErrorType)
+		e.Message = clip(normanBody.Message)
+		e.Cause = clip(jsonText(normanBody.Cause))
+		for _, s := range normanBody.Suggestions {
+			e.Suggestions = append(e.Suggestions, clip(s))
+		}
+		if e.Message == "" {
+			e.Message = clip(jsonText(normanBody.Detail))
+		}
+		if e.ErrorType != "" || e.Message != "" {
+			return
+		}
+	}
+	e.Message = clip(strings.Join(strings.Fields(string(body)), " "))
+}
+
+// jsonText returns a JSON string's contents, or the compact JSON of any other
+// value, such as FastAPI's list of validation errors. Null gives "".
+func jsonText(raw json.RawMessage) string {
+	if len(raw) == 0 || string(raw) == "null" {
+		return ""
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s
+	}
+	return strings.Join(strings.Fields(string(raw)), " ")
+}
+
+// clip shortens s to at most maxErrorBody bytes without splitting a UTF-8
+// sequence.
+func clip(s string) string {
+	if len(s) <= maxErrorBody {
+		return s
+	}
+	cut := maxErrorBody
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
+}
+
+// scrub replaces each non-empty secret in s with "<redacted>".
+func scrub(s string, secrets []string) string {
+	for _, secret := range secrets {
+		if secret != "" && strings.Contains(s, secret) {
+			s = strings.ReplaceAll(s, secret, redacted)
+		}
+	}
+	return s
+}
+
+// redactURL returns u without user info, query or fragment, where secrets
+// are most often carried.
+func redactURL(u *url.URL) string {
+	if u == nil {
+		return ""
+	}
+	clean := *u
+	clean.User = nil
+	clean.RawQuery = ""
+	clean.ForceQuery = false
+	clean.Fragment = ""
+	clean.RawFragment = ""
+	return clean.String()
+}
+
+// configError is a setting that no retry can fix: an invalid base URL,
+// origin or API key.
+type configError struct{ msg string }
+
+func (e *configError) Error() string { return e.msg }
+
+func newConfigError(format string, args ...any) error {
+	return &configError{msg: fmt.Sprintf(format, args...)}
+}
+
+// rejectedKeyError is a login answered 401 or 403.
+type rejectedKeyError struct {
+	apiErr *APIError
+}
+
+func (e *rejectedKeyError) Error() string {
+	msg := fmt.Sprintf("norman: API key rejected by %s (%d %s", e.apiErr.URL, e.apiErr.StatusCode, http.StatusText(e.apiErr.StatusCode))
+	if e.apiErr.Message != "" {
+		msg += ": " + e.apiErr.Message
+	}
+	return msg + "): check the key, then call SetAPIKey or set NORMAN_API_KEY"
+}
+
+func (e *rejectedKeyError) Unwrap() []error { return []error{ErrUnauthorized, e.apiErr} }

@@ -1,0 +1,510 @@
+package norman
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode"
+)
+
+// Manager logs in to the Norman API with an API key and keeps the access
+// token fresh. Create one with [NewManager] and share it: a Manager is safe
+// for concurrent use, and however many goroutines need a token at once, it
+// makes one login at a time.
+//
+// A Manager prints, logs and marshals without its API key or tokens.
+type Manager struct {
+	base       *url.URL     // nil when configErr is set
+	origins    []origin     // base URL's origin first, then WithAllowedOrigins
+	configErr  error        // invalid base URL or origin, reported by every call
+	httpClient *http.Client // for logins; never follows redirects
+	retry      retryPolicy
+	logger     *slog.Logger // nil means slog.Default()
+	now        func() time.Time
+
+	state atomic.Pointer[tokenState] // nil before the first login and after SetAPIKey
+
+	mu        sync.Mutex // guards the fields below
+	apiKey    Sensitive[string]
+	apiKeyErr error      // the last SetAPIKey value was invalid
+	keyGen    uint64     // incremented by SetAPIKey, so late logins with an old key are dropped
+	flight    *loginCall // the login in progress, if any
+	failure   *loginFailure
+}
+
+// tokenState is the result of one login. It is immutable, except for
+// accepted, so the fast path reads it without a lock.
+type tokenState struct {
+	access    Sensitive[string]
+	id        Sensitive[string]
+	bearer    Sensitive[string] // "Bearer " + access, built once per login
+	accountID string
+
+	receivedAt time.Time     // local clock when the login response arrived
+	expiresAt  time.Time     // exp on the server's clock; zero if unreadable
+	lifetime   time.Duration // exp minus the receipt time on the server's clock
+	staleAt    time.Time     // local clock: a background refresh starts here
+	expiredAt  time.Time     // local clock: the token is no longer sent
+	forced     bool          // this login followed a 401 for the previous token
+
+	accepted atomic.Bool // the API answered a request with this token with something other than 401
+}
+
+// loginCall is one login that any number of goroutines wait for.
+type loginCall struct {
+	done   chan struct{} // closed when state and err are set
+	keyGen uint64
+	forced bool
+	state  *tokenState
+	err    error
+}
+
+// loginFailure pauses logins after one failed.
+type loginFailure struct {
+	err     error
+	retryAt time.Time     // local clock
+	backoff time.Duration // doubles with each failure in a row
+}
+
+// errAPIKeyChanged ends a login whose API key was replaced while it ran.
+var errAPIKeyChanged = errors.New("norman: API key changed during login")
+
+// NewManager returns a Manager configured by opts. Without [WithBaseURL] and
+// [WithAPIKey] it reads $NORMAN_BASE_URL and $NORMAN_API_KEY. It makes no
+// network call: the first login happens when a token is first needed, and a
+// missing or invalid setting is reported then.
+func NewManager(opts ...Option) *Manager {
+	o := newOptions(opts)
+	m := &Manager{
+		logger: o.logger,
+		now:    o.now,
+	}
+
+	m.base, m.configErr = parseBaseURL(o.baseURL)
+	if m.configErr == nil {
+		m.origins, m.configErr = parseOrigins(m.base, o.origins)
+	}
+	m.httpClient = newHTTPClient(o.httpClient)
+	m.retry = o.retry
+	m.setAPIKeyLocked(o.apiKey)
+	return m
+}
+
+// SetAPIKey replaces the API key. A different key drops the cached tokens
+// and any remembered login failure, so the next request logs in with it;
+// setting the key the manager already has changes nothing. Surrounding
+// whitespace is trimmed. A key that still contains a control character is
+// stored as invalid, and calls that need a login report it.
+func (m *Manager) SetAPIKey(key string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+
+	if m.apiKeyErr == nil && m.apiKey.Equal(NewSensitive(strings.TrimSpace(key))) {
+		return
+	}
+	m.setAPIKeyLocked(key)
+	m.log().Debug("norman: API key changed; cached tokens dropped")
+}
+
+func (m *Manager) setAPIKeyLocked(key string) {
+	key, err := cleanSecret("API key", key)
+	if err != nil {
+		err = &configError{msg: err.Error()}
+	}
+	m.apiKey, m.apiKeyErr = NewSensitive(key), err
+	m.keyGen++
+	m.flight = nil
+	m.failure = nil
+	m.state.Store(nil)
+}
+
+// AccessToken returns the access token of the last login, even if it has
+// expired since; call [Manager.Token] for one that is valid. Before the first
+// login, and after [Manager.SetAPIKey], it returns [ErrNotLoggedIn].
+func (m *Manager) AccessToken() (Sensitive[string], error) {
+	st := m.state.Load()
+	if st == nil {
+		return Sensitive[string]{}, ErrNotLoggedIn
+	}
+	return st.access, nil
+}
+
+// IDToken returns the ID token of the last login, which is the zero
+// Sensitive if the login response had none. Before the first login it
+// returns [ErrNotLoggedIn].
+func (m *Manager) IDToken() (Sensitive[string], error) {
+	st := m.state.Load()
+	if st == nil {
+		return Sensitive[string]{}, ErrNotLoggedIn
+	}
+	return st.id, nil
+}
+
+// AccountID returns the account id of the last login, or "" before the
+// first login or if the login response had no account.
+func (m *Manager) AccountID() string {
+	if st := m.state.Load(); st != nil {
+		return st.accountID
+	}
+	return ""
+}
+
+// AccessTokenExpired reports whether the access token is missing or expired,
+// that is, within the expiry margin of its exp on the server's clock.
+func (m *Manager) AccessTokenExpired() bool {
+	st := m.state.Load()
+	return st == nil || !m.now().Before(st.expiredAt)
+}
+
+// InvalidateAccessToken makes sure a valid access token is cached: it logs
+// in and waits if the token is missing or expired, and otherwise returns at
+// once. It returns the login's error, or ctx.Err() if ctx ends first.
+func (m *Manager) InvalidateAccessToken(ctx context.Context) error {
+	_, err := m.validState(ctx)
+	return err
+}
+
+// Token returns a valid access token, logging in first if the cached one is
+// missing or expired. When the token is close to expiry it returns the
+// cached token at once and starts one login in the background.
+//
+// If ctx ends while Token waits, it returns ctx.Err(); the login carries on
+// for other callers under its own timeout.
+func (m *Manager) Token(ctx context.Context) (Sensitive[string], error) {
+	st, err := m.validState(ctx)
+	if err != nil {
+		return Sensitive[string]{}, err
+	}
+	return st.access, nil
+}
+
+// validState returns a token state that has not expired. The fast path, a
+// fresh token, takes no lock.
+func (m *Manager) validState(ctx context.Context) (*tokenState, error) {
+	if st := m.state.Load(); st != nil && m.now().Before(st.staleAt) {
+		return st, nil
+	}
+	return m.refreshState(ctx)
+}
+
+// refreshState handles a token that is missing, stale or expired: it joins
+// the login in progress or starts one, and waits for it unless the cached
+// token is still valid.
+func (m *Manager) refreshState(ctx context.Context) (*tokenState, error) {
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+
+		m.mu.Lock()
+		if err := m.usableLocked(); err != nil {
+			m.mu.Unlock()
+			return nil, err
+		}
+		now := m.now()
+		st := m.state.Load()
+		valid := st != nil && now.Before(st.expiredAt)
+		if valid && now.Before(st.staleAt) {
+			m.mu.Unlock()
+			return st, nil
+		}
+
+		call := m.flight
+		if call == nil {
+			if f := m.failure; f != nil && now.Before(f.retryAt) {
+				m.mu.Unlock()
+				if valid {
+					return st, nil
+				}
+				return nil, f.err
+			}
+			call = m.startLoginLocked(ctx, refreshReason(st, valid), false)
+		}
+		m.mu.Unlock()
+
+		if valid {
+			return st, nil
+		}
+		st, err := call.wait(ctx)
+		if errors.Is(err, errAPIKeyChanged) {
+			continue
+		}
+		return st, err
+	}
+}
+
+// refreshAfterUnauthorized returns a token to retry with after the API
+// answered 401 to a request that carried sent. Concurrent callers for the
+// same token share one login. It returns an error when no retry should be
+// made: the login failed, or sent came from a login that itself followed a
+// 401 and was never accepted, which means the server rejects fresh tokens.
+func (m *Manager) refreshAfterUnauthorized(ctx context.Context, sent *tokenState) (*tokenState, error) {
+	m.mu.Lock()
+	now := m.now()
+	current := m.state.Load()
+	if current != sent && current != nil && now.Before(current.expiredAt) {
+		m.mu.Unlock()
+		return current, nil
+	}
+
+	call := m.flight
+	if call == nil {
+		if err := m.usableLocked(); err != nil {
+			m.mu.Unlock()
+			return nil, err
+		}
+		if sent.forced && !sent.accepted.Load() && now.Sub(sent.receivedAt) < rejectedTokenPause {
+			m.mu.Unlock()
+			return nil, errors.New("norman: the API rejected a token from a fresh login")
+		}
+		if f := m.failure; f != nil && now.Before(f.retryAt) {
+			m.mu.Unlock()
+			return nil, f.err
+		}
+		call = m.startLoginLocked(ctx, "token rejected", true)
+	}
+	m.mu.Unlock()
+
+	return call.wait(ctx)
+}
+
+// usableLocked reports a configuration error that rules out any login.
+func (m *Manager) usableLocked() error {
+	switch {
+	case m.configErr != nil:
+		return m.configErr
+	case m.apiKeyErr != nil:
+		return m.apiKeyErr
+	case m.apiKey.IsZero():
+		return ErrNoAPIKey
+	}
+	return nil
+}
+
+func refreshReason(st *tokenState, valid bool) string {
+	switch {
+	case st == nil:
+		return "no token"
+	case valid:
+		return "token about to expire"
+	}
+	return "token expired"
+}
+
+// startLoginLocked starts a login in its own goroutine and records it as the
+// login in progress. The login runs on a context detached from ctx, keeping
+// its values but not its cancellation, so that a caller who gives up does
+// not fail the others.
+func (m *Manager) startLoginLocked(ctx context.Context, reason string, forced bool) *loginCall {
+	call := &loginCall{done: make(chan struct{}), keyGen: m.keyGen, forced: forced}
+	m.flight = call
+	go m.runLogin(context.WithoutCancel(ctx), call, m.apiKey, reason)
+	return call
+}
+
+func (m *Manager) runLogin(ctx context.Context, call *loginCall, key Sensitive[string], reason string) {
+	ctx, cancel := context.WithTimeout(ctx, loginTimeout)
+	defer cancel()
+
+	st, err := m.doLogin(ctx, key)
+	if st != nil {
+		st.forced = call.forced
+	}
+
+	m.mu.Lock()
+	if m.flight == call {
+		m.flight = nil
+	}
+	var retryIn time.Duration
+	switch {
+	case call.keyGen != m.keyGen:
+		st, err = nil, errAPIKeyChanged
+	case err != nil:
+		retryIn = m.recordFailureLocked(err)
+	default:
+		m.state.Store(st)
+		m.failure = nil
+	}
+	call.state, call.err = st, err
+	close(call.done)
+	m.mu.Unlock()
+
+	switch {
+	case errors.Is(err, errAPIKeyChanged):
+		m.log().Debug("norman: login result dropped; the API key changed while it ran")
+	case err != nil:
+		m.log().Warn("norman: login failed", "reason", reason, "error", err, "retry_in", retryIn)
+	default:
+		m.log().Debug("norman: logged in", "reason", reason, "account_id", st.accountID,
+			"expires_in", st.lifetime.Round(time.Millisecond), "expires_at", st.expiresAt)
+	}
+}
+
+// recordFailureLocked pauses logins after err. While the cached token is
+// valid, the pause is refreshPause or until the token expires, whichever is
+// sooner. Without a valid token it starts at failureBackoffMin and doubles.
+func (m *Manager) recordFailureLocked(err error) time.Duration {
+	now := m.now()
+	backoff := failureBackoffMin
+	if m.failure != nil {
+		backoff = min(2*m.failure.backoff, failureBackoffMax)
+	}
+	retryAt := now.Add(backoff)
+	if st := m.state.Load(); st != nil && now.Before(st.expiredAt) {
+		retryAt = now.Add(refreshPause)
+		if st.expiredAt.Before(retryAt) {
+			retryAt = st.expiredAt
+		}
+	}
+	m.failure = &loginFailure{err: err, retryAt: retryAt, backoff: backoff}
+	return retryAt.Sub(now)
+}
+
+// wait returns the login's result, or ctx.Err() if ctx ends first.
+func (c *loginCall) wait(ctx context.Context) (*tokenState, error) {
+	select {
+	case <-c.done:
+		return c.state, c.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (m *Manager) log() *slog.Logger {
+	if m.logger != nil {
+		return m.logger
+	}
+	return slog.Default()
+}
+
+// endpoint joins path to the base URL the way the Python SDK's httpx client
+// does: "https://host/v0" and "https://host/v0/" both give
+// "https://host/v0/path", where url.ResolveReference would drop "v0".
+func (m *Manager) endpoint(path string) string {
+	return joinURL(m.base, path)
+}
+
+func joinURL(base *url.URL, path string) string {
+	u := *base
+	u.Path = strings.TrimSuffix(base.Path, "/") + "/" + strings.TrimPrefix(path, "/")
+	u.RawPath = ""
+	return u.String()
+}
+
+// parseBaseURL checks a base URL: absolute, http or https, no user info,
+// query or fragment, and plain http only for loopback hosts.
+func parseBaseURL(raw string) (*url.URL, error) {
+	raw = strings.TrimSpace(raw)
+	if raw == "" {
+		return nil, ErrNoBaseURL
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		// url.Error quotes the raw URL, which may hold a password; keep the cause only.
+		var urlErr *url.Error
+		if errors.As(err, &urlErr) {
+			err = urlErr.Err
+		}
+		return nil, newConfigError("norman: invalid base URL: %v: use an absolute URL such as https://api.example.com/v0", err)
+	}
+	if u.User != nil {
+		return nil, newConfigError("norman: invalid base URL %q: user info is not allowed: remove it and use an API key", redactURL(u))
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, newConfigError("norman: invalid base URL %q: want an absolute http or https URL such as https://api.example.com/v0", redactURL(u))
+	}
+	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+		return nil, newConfigError("norman: invalid base URL %q: a query or fragment is not allowed", redactURL(u))
+	}
+	if err := checkSecure(u); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+// cleanSecret trims surrounding whitespace from an API key or token and
+// rejects one that still contains a control character. The error names the
+// field, never the value.
+func cleanSecret(field, value string) (string, error) {
+	value = strings.TrimSpace(value)
+	for _, r := range value {
+		if unicode.IsControl(r) {
+			return "", fmt.Errorf("norman: invalid %s: it contains a control character; copy the value again without line breaks or escape codes", field)
+		}
+	}
+	return value, nil
+}
+
+// String describes the manager without secrets: base URL, account id and
+// token expiry.
+func (m *Manager) String() string {
+	var b strings.Builder
+	b.WriteString("norman.Manager{")
+	if m.base != nil {
+		fmt.Fprintf(&b, "BaseURL: %q, ", m.base.String())
+	}
+
+	m.mu.Lock()
+	hasKey := !m.apiKey.IsZero()
+	m.mu.Unlock()
+	if hasKey {
+		b.WriteString("APIKey: " + redacted + ", ")
+	} else {
+		b.WriteString("APIKey: none, ")
+	}
+
+	if st := m.state.Load(); st != nil {
+		fmt.Fprintf(&b, "AccountID: %q, AccessToken: %s, ", st.accountID, redacted)
+		if st.expiresAt.IsZero() {
+			b.WriteString("Expiry: unknown")
+		} else {
+			b.WriteString("Expiry: " + st.expiresAt.UTC().Format(time.RFC3339))
+		}
+	} else {
+		b.WriteString("AccessToken: none")
+	}
+	b.WriteString("}")
+	return b.String()
+}
+
+// GoString returns the same description as String, so that %#v shows no
+// secret.
+func (m *Manager) GoString() string { return m.String() }
+
+// Format writes the description of String for every verb, quoted for %q.
+func (m *Manager) Format(f fmt.State, verb rune) {
+	s := m.String()
+	if verb == 'q' {
+		s = fmt.Sprintf("%q", s)
+	}
+	_, _ = io.WriteString(f, s)
+}
+
+// LogValue implements [slog.LogValuer], logging the base URL, account id,
+// whether an API key is set, and the token expiry, but no secret.
+func (m *Manager) LogValue() slog.Value {
+	attrs := make([]slog.Attr, 0, 4)
+	if m.base != nil {
+		attrs = append(attrs, slog.String("base_url", m.base.String()))
+	}
+
+	m.mu.Lock()
+	attrs = append(attrs, slog.Bool("api_key_set", !m.apiKey.IsZero()))
+	m.mu.Unlock()
+
+	if st := m.state.Load(); st != nil {
+		attrs = append(attrs, slog.String("account_id", st.accountID))
+		if !st.expiresAt.IsZero() {
+			attrs = append(attrs, slog.Time("expires_at", st.expiresAt))
+		}
+	}
+	return slog.GroupValue(attrs...)
+}

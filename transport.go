@@ -1,0 +1,258 @@
+package norman
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/hashicorp/go-retryablehttp"
+)
+
+// Transport is an [http.RoundTripper] that sends the [Manager]'s access
+// token with every request to the Norman API, logging in when the token is
+// missing or expired.
+//
+// Only requests whose scheme, host and port match the base URL, or an origin
+// named with [WithAllowedOrigins], get the token; any other request, such as
+// a redirect to another host, passes through unchanged. On requests to the
+// API the transport owns the Authorization header and replaces any value
+// already there.
+//
+// When the API answers 401 to a request, the transport logs in once more
+// and retries the request once, if its body can be replayed (it has GetBody,
+// or no body). A second 401 goes back to the caller.
+//
+// A Transport is safe for concurrent use. It does not modify the caller's
+// request.
+type Transport struct {
+	// Manager supplies the tokens. It must not be nil.
+	Manager *Manager
+
+	// Base sends the requests. If nil, http.DefaultTransport is used.
+	Base http.RoundTripper
+}
+
+// NewTransport returns a Transport that adds m's access token to requests
+// and sends them through base. A nil base means [http.DefaultTransport].
+func NewTransport(m *Manager, base http.RoundTripper) *Transport {
+	return &Transport{Manager: m, Base: base}
+}
+
+// RoundTrip implements [http.RoundTripper]. It returns an error, without
+// sending anything, if the request is for the API and no valid token can be
+// had, or if it would carry the token over plain HTTP to a host that is not
+// a loopback address.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	closeBody := req.Body != nil
+	defer func() {
+		if closeBody {
+			req.Body.Close()
+		}
+	}()
+
+	m := t.Manager
+	if m == nil {
+		return nil, errors.New("norman: Transport has no Manager: create it with NewTransport")
+	}
+	if req.URL == nil {
+		return nil, errors.New("norman: request has no URL")
+	}
+	if !m.isAPIOrigin(req.URL) {
+		closeBody = false
+		return t.base().RoundTrip(req)
+	}
+	if err := checkSecure(req.URL); err != nil {
+		return nil, err
+	}
+
+	st, err := m.validState(req.Context())
+	if err != nil {
+		return nil, err
+	}
+
+	closeBody = false
+	resp, err := t.base().RoundTrip(withAuthorization(req, st))
+	if err != nil || resp.StatusCode != http.StatusUnauthorized {
+		if err == nil && !st.accepted.Load() {
+			st.accepted.Store(true)
+		}
+		return resp, err
+	}
+	return t.retryUnauthorized(req, st, resp)
+}
+
+// retryUnauthorized handles a 401 for the token in st: it logs in again and
+// sends req once more, or returns the 401 response when the body cannot be
+// replayed or no new token can be had.
+func (t *Transport) retryUnauthorized(req *http.Request, st *tokenState, resp *http.Response) (*http.Response, error) {
+	replayable := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
+	if !replayable {
+		return resp, nil
+	}
+
+	m := t.Manager
+	m.log().Warn("norman: API rejected the access token; logging in again",
+		"method", req.Method, "url", redactURL(req.URL), "account_id", st.accountID)
+	fresh, err := m.refreshAfterUnauthorized(req.Context(), st)
+	if err != nil {
+		m.log().Warn("norman: no new token after a 401; returning the response", "error", err)
+		return resp, nil
+	}
+
+	retry := withAuthorization(req, fresh)
+	if req.GetBody != nil && req.Body != nil && req.Body != http.NoBody {
+		body, err := req.GetBody()
+		if err != nil {
+			m.log().Warn("norman: cannot replay the request body; returning the 401 response", "error", err)
+			return resp, nil
+		}
+		retry.Body = body
+	}
+
+	discard(resp)
+	resp, err = t.base().RoundTrip(retry)
+	if err == nil && resp.StatusCode != http.StatusUnauthorized && !fresh.accepted.Load() {
+		fresh.accepted.Store(true)
+	}
+	return resp, err
+}
+
+func (t *Transport) base() http.RoundTripper {
+	if t.Base != nil {
+		return t.Base
+	}
+	return http.DefaultTransport
+}
+
+// withAuthorization returns a shallow copy of req with its own header map,
+// in which the bearer token of st is the only Authorization value. Header
+// values are copied into one new slice, so nothing the base transport does
+// to the headers reaches the caller's request.
+func withAuthorization(req *http.Request, st *tokenState) *http.Request {
+	count := 1
+	for _, values := range req.Header {
+		count += len(values)
+	}
+	values := make([]string, 0, count)
+	header := make(http.Header, len(req.Header)+1)
+	for key, v := range req.Header {
+		if strings.EqualFold(key, "Authorization") {
+			continue
+		}
+		start := len(values)
+		values = append(values, v...)
+		header[key] = values[start:len(values):len(values)]
+	}
+	values = append(values, st.bearer.Value())
+	header["Authorization"] = values[len(values)-1:]
+
+	r := new(http.Request)
+	*r = *req
+	r.Header = header
+	return r
+}
+
+// discard drains a little of resp's body, so that the connection can be
+// reused, and closes it.
+func discard(resp *http.Response) {
+	_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
+	resp.Body.Close()
+}
+
+// origin is a scheme, host and port that requests are matched against.
+type origin struct {
+	scheme string // "http" or "https"
+	host   string // lower case, without brackets
+	port   string // explicit, such as "443"
+}
+
+// isAPIOrigin reports whether requests to u get the access token.
+func (m *Manager) isAPIOrigin(u *url.URL) bool {
+	for _, o := range m.origins {
+		if o.matches(u) {
+			return true
+		}
+	}
+	return false
+}
+
+func (o origin) matches(u *url.URL) bool {
+	return strings.EqualFold(u.Scheme, o.scheme) &&
+		strings.EqualFold(u.Hostname(), o.host) &&
+		portOf(u) == o.port
+}
+
+// portOf returns u's port, or the scheme's default port.
+func portOf(u *url.URL) string {
+	if port := u.Port(); port != "" {
+		return port
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "https":
+		return "443"
+	case "http":
+		return "80"
+	}
+	return ""
+}
+
+func newOrigin(u *url.URL) origin {
+	return origin{scheme: strings.ToLower(u.Scheme), host: strings.ToLower(u.Hostname()), port: portOf(u)}
+}
+
+// parseOrigins returns the base URL's origin followed by the extra origins,
+// each written "scheme://host[:port]".
+func parseOrigins(base *url.URL, extra []string) ([]origin, error) {
+	origins := []origin{newOrigin(base)}
+	for _, raw := range extra {
+		u, err := url.Parse(strings.TrimSpace(raw))
+		if err != nil {
+			return nil, newConfigError("norman: invalid allowed origin: %v: want scheme://host or scheme://host:port, such as https://files.example.com", errors.Unwrap(err))
+		}
+		if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+			u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+			return nil, newConfigError("norman: invalid allowed origin %q: want scheme://host or scheme://host:port, such as https://files.example.com", redactURL(u))
+		}
+		if err := checkSecure(u); err != nil {
+			return nil, err
+		}
+		origins = append(origins, newOrigin(u))
+	}
+	return origins, nil
+}
+
+// checkSecure rejects plain HTTP to any host but a loopback address.
+func checkSecure(u *url.URL) error {
+	if !strings.EqualFold(u.Scheme, "http") || isLoopback(u.Hostname()) {
+		return nil
+	}
+	return fmt.Errorf("%w to %s: use https, or a loopback address for local testing", ErrInsecureURL, redactURL(&url.URL{Scheme: u.Scheme, Host: u.Host}))
+}
+
+// isLoopback reports whether host is "localhost" or a loopback IP address.
+// It does not resolve names, so a name that merely points at 127.0.0.1 does
+// not count.
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// CheckRetry is a [retryablehttp.CheckRetry] for a [retryablehttp.Client]
+// whose HTTPClient uses a Transport. It does not retry errors that no retry
+// can fix: a rejected API key, a missing API key or base URL, or a refused
+// insecure URL, or an invalid setting. Anything else it leaves to [retryablehttp.DefaultRetryPolicy].
+func CheckRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
+	if err != nil && (errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrInsecureURL) ||
+		errors.Is(err, ErrNoAPIKey) || errors.Is(err, ErrNoBaseURL) || errors.As(err, new(*configError))) {
+		return false, err
+	}
+	return retryablehttp.DefaultRetryPolicy(ctx, resp, err)
+}
