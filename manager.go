@@ -69,9 +69,10 @@ type loginCall struct {
 
 // loginFailure pauses logins after one failed.
 type loginFailure struct {
-	err     error
-	retryAt time.Time     // local clock
-	backoff time.Duration // doubles with each failure in a row
+	err      error
+	failedAt time.Time     // local clock
+	backoff  time.Duration // doubles with each failure in a row
+	retryAt  time.Time     // local clock: no login starts before this
 }
 
 // errAPIKeyChanged ends a login whose API key was replaced while it ran.
@@ -265,7 +266,10 @@ func (m *Manager) refreshAfterUnauthorized(ctx context.Context, sent *tokenState
 			m.mu.Unlock()
 			return nil, errors.New("norman: the API rejected a token from a fresh login")
 		}
-		if f := m.failure; f != nil && now.Before(f.retryAt) {
+		// A paused background refresh does not hold back this login, because
+		// the token it would have refreshed is now known to be dead; the
+		// backoff after failed logins still applies.
+		if f := m.failure; f != nil && now.Before(f.failedAt.Add(f.backoff)) {
 			m.mu.Unlock()
 			return nil, f.err
 		}
@@ -364,7 +368,7 @@ func (m *Manager) recordFailureLocked(err error) time.Duration {
 			retryAt = st.expiredAt
 		}
 	}
-	m.failure = &loginFailure{err: err, retryAt: retryAt, backoff: backoff}
+	m.failure = &loginFailure{err: err, failedAt: now, backoff: backoff, retryAt: retryAt}
 	return retryAt.Sub(now)
 }
 

@@ -62,12 +62,14 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.URL == nil {
 		return nil, errors.New("norman: request has no URL")
 	}
+	if m.configErr != nil {
+		// Without a valid base URL no request can be matched to the API, and
+		// sending them all without a token would only hide the mistake.
+		return nil, m.configErr
+	}
 	if !m.isAPIOrigin(req.URL) {
 		closeBody = false
 		return t.base().RoundTrip(req)
-	}
-	if err := checkSecure(req.URL); err != nil {
-		return nil, err
 	}
 
 	st, err := m.validState(req.Context())
@@ -171,7 +173,9 @@ type origin struct {
 	port   string // explicit, such as "443"
 }
 
-// isAPIOrigin reports whether requests to u get the access token.
+// isAPIOrigin reports whether requests to u get the access token. Every
+// origin passed checkSecure when the manager was created, so a match is
+// never plain HTTP to a remote host.
 func (m *Manager) isAPIOrigin(u *url.URL) bool {
 	for _, o := range m.origins {
 		if o.matches(u) {
