@@ -1,0 +1,189 @@
+package normantest
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/big"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// audience is the aud claim of every token the server issues.
+const audience = "norman:client"
+
+// signingKey returns the RSA key that signs the tokens of every Server in
+// the process. One key is generated per process, because generating a
+// 2048-bit key takes long enough to slow down tests that start many servers.
+// Each Server publishes the key under its own key ID, so a token from one
+// Server is rejected by another.
+var signingKey = sync.OnceValue(func() *rsa.PrivateKey {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		panic("normantest: generating the RSA signing key failed: " + err.Error())
+	}
+	return key
+})
+
+// tokenUse is the kind of an issued token, access or ID, as recorded in
+// Server.tokens.
+type tokenUse int
+
+const (
+	accessToken tokenUse = iota + 1
+	idToken
+)
+
+// errUnknownKeyID reports a token whose kid header does not name the key of
+// the verifying server.
+var errUnknownKeyID = errors.New("token was not signed with the key of this server")
+
+// randomHex returns n random bytes encoded as 2n hexadecimal characters.
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b) // since Go 1.24, crashes the program instead of returning an error
+	return hex.EncodeToString(b)
+}
+
+// lifetimeSeconds converts a token lifetime to the whole seconds between the
+// iat and exp claims, rounded up and at least 1, because both claims are
+// NumericDate values in whole seconds.
+func lifetimeSeconds(d time.Duration) int64 {
+	seconds := int64(d / time.Second)
+	if d%time.Second != 0 {
+		seconds++
+	}
+	return max(seconds, 1)
+}
+
+// issueTokens returns a new access token and ID token for acct, records both
+// under their jti claims in s.tokens, and panics if signing fails.
+func (s *Server) issueTokens(acct *account) (access, id string) {
+	issuedAt := s.clock().Unix()
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	expiresAt := issuedAt + lifetimeSeconds(s.lifetime)
+	access = s.signLocked(jwt.MapClaims{
+		"iss": s.URL,
+		"sub": acct.ID,
+		"aud": audience,
+		"iat": issuedAt,
+		"exp": expiresAt,
+		"jti": randomHex(16),
+	}, accessToken)
+	id = s.signLocked(jwt.MapClaims{
+		"iss":  s.URL,
+		"sub":  acct.ID,
+		"aud":  audience,
+		"iat":  issuedAt,
+		"exp":  expiresAt,
+		"jti":  randomHex(16),
+		"name": acct.Name,
+	}, idToken)
+	return access, id
+}
+
+// signLocked signs claims with RS256 and records the token's jti as use.
+// The caller must hold s.mu.
+func (s *Server) signLocked(claims jwt.MapClaims, use tokenUse) string {
+	token := jwt.NewWithClaims(jwt.SigningMethodRS256, claims)
+	token.Header["kid"] = s.keyID
+	signed, err := token.SignedString(signingKey())
+	if err != nil {
+		panic("normantest: signing a token failed: " + err.Error())
+	}
+	s.tokens[claims["jti"].(string)] = use
+	return signed
+}
+
+// authenticate checks the bearer token of r and returns the ID of the
+// account it was issued to. If the token is missing or rejected, it returns
+// "" and the reason, which never contains the token.
+func (s *Server) authenticate(r *http.Request) (accountID, reason string) {
+	scheme, token, found := strings.Cut(r.Header.Get("Authorization"), " ")
+	token = strings.TrimSpace(token)
+	if !found || !strings.EqualFold(scheme, "Bearer") || token == "" {
+		return "", "The request has no Authorization header with a bearer token."
+	}
+
+	now := s.clock()
+	claims := &jwt.RegisteredClaims{}
+	_, err := jwt.ParseWithClaims(token, claims, s.verificationKey,
+		jwt.WithValidMethods([]string{jwt.SigningMethodRS256.Alg()}),
+		jwt.WithTimeFunc(func() time.Time { return now }),
+		jwt.WithExpirationRequired(),
+		jwt.WithAudience(audience),
+		jwt.WithIssuer(s.URL),
+	)
+	switch {
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return "", "The access token has expired."
+	case errors.Is(err, errUnknownKeyID), errors.Is(err, jwt.ErrTokenInvalidIssuer):
+		return "", "The access token was not issued by this server."
+	case errors.Is(err, jwt.ErrTokenMalformed):
+		return "", "The access token is not a well-formed JWT."
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
+		return "", "The signature of the access token is invalid."
+	case err != nil:
+		return "", "The access token failed verification."
+	}
+
+	s.mu.Lock()
+	use := s.tokens[claims.ID]
+	s.mu.Unlock()
+	switch use {
+	case accessToken:
+		return claims.Subject, ""
+	case idToken:
+		return "", "An ID token cannot be used as a bearer token."
+	default:
+		return "", "The access token has been revoked."
+	}
+}
+
+// verificationKey is the jwt.Keyfunc of the server. It accepts only tokens
+// whose kid header is the key ID of this server.
+func (s *Server) verificationKey(token *jwt.Token) (any, error) {
+	if kid, _ := token.Header["kid"].(string); kid != s.keyID {
+		return nil, errUnknownKeyID
+	}
+	return &signingKey().PublicKey, nil
+}
+
+// jsonWebKey is a public RSA key in the JSON Web Key format of RFC 7517,
+// with the RSA parameters of RFC 7518, section 6.3.1.
+type jsonWebKey struct {
+	KeyType   string `json:"kty"`
+	Use       string `json:"use"`
+	Algorithm string `json:"alg"`
+	KeyID     string `json:"kid"`
+	Modulus   string `json:"n"` // base64url without padding, big-endian
+	Exponent  string `json:"e"` // base64url without padding, big-endian
+}
+
+// jwks returns the JSON Web Key Set that contains the public signing key of s.
+func (s *Server) jwks() map[string][]jsonWebKey {
+	public := signingKey().PublicKey
+	key := jsonWebKey{
+		KeyType:   "RSA",
+		Use:       "sig",
+		Algorithm: jwt.SigningMethodRS256.Alg(),
+		KeyID:     s.keyID,
+		Modulus:   base64.RawURLEncoding.EncodeToString(public.N.Bytes()),
+		Exponent:  base64.RawURLEncoding.EncodeToString(big.NewInt(int64(public.E)).Bytes()),
+	}
+	return map[string][]jsonWebKey{"keys": {key}}
+}
+
+// newKeyID returns a key ID that is unique to one Server.
+func newKeyID() string {
+	return fmt.Sprintf("normantest-%s", randomHex(8))
+}
