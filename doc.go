@@ -18,9 +18,9 @@
 // The access token's exp and iat claims are read once per login, without
 // checking the signature, so tokens signed with any alg, and tokens with
 // padded segments or a float or string exp, are read alike. Expiry is judged
-// on the server's clock: the login response's Date header gives the offset
-// between the server's clock and the local one, so a local clock that is
-// off by hours neither logs in on every request nor keeps a dead token.
+// on the server's clock, which the login response's Date header gives. A
+// local clock that is off by hours therefore neither logs in on every
+// request nor keeps a dead token.
 //
 // With L the token's lifetime, exp minus the time the login response
 // arrived, both on the server's clock:
