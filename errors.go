@@ -50,7 +50,7 @@ type APIError struct {
 func (e *APIError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "norman: %s %s: %d %s", e.Method, e.URL, e.StatusCode, http.StatusText(e.StatusCode))
-	if e.ErrorType != "" {
+	if e.ErrorType != "" && e.ErrorType != http.StatusText(e.StatusCode) {
 		b.WriteString(": " + e.ErrorType)
 	}
 	if e.Message != "" {

@@ -158,6 +158,16 @@ func (m *Manager) AccountID() string {
 	return ""
 }
 
+// Expiry returns the exp claim of the cached access token, which is an
+// instant on the server's clock. It returns the zero time before the first
+// login and when the token's exp cannot be read.
+func (m *Manager) Expiry() time.Time {
+	if st := m.state.Load(); st != nil {
+		return st.expiresAt
+	}
+	return time.Time{}
+}
+
 // AccessTokenExpired reports whether the access token is missing or expired,
 // that is, within the expiry margin of its exp on the server's clock.
 func (m *Manager) AccessTokenExpired() bool {
@@ -338,9 +348,11 @@ func (m *Manager) runLogin(ctx context.Context, call *loginCall, key Sensitive[s
 		m.failure = nil
 	}
 	call.state, call.err = st, err
-	close(call.done)
 	m.mu.Unlock()
 
+	// Log before releasing the waiters, so that a caller who returns from
+	// Token finds the record already written.
+	defer close(call.done)
 	switch {
 	case errors.Is(err, errAPIKeyChanged):
 		m.log().Debug("norman: login result dropped; the API key changed while it ran")
