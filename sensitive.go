@@ -16,23 +16,25 @@ const redacted = "<redacted>"
 // output: it formats, logs and marshals as "<redacted>", and [Sensitive.Value]
 // is the only way to read it.
 //
-// The value sits behind a pointer, so a Sensitive inside an unexported struct
-// field, where fmt prints fields by reflection instead of calling methods,
-// shows as an address and not as the secret.
+// The value is captured in a function behind a pointer. Code that prints a
+// Sensitive by reflection without calling its methods, as fmt does for
+// unexported struct fields and go-cmp does in diffs, reaches only a function
+// value, which prints as an address.
 //
-// The zero value holds the zero T. A Sensitive is immutable and safe for
-// concurrent use; copies share the same secret.
+// The zero value holds the zero T. A Sensitive is immutable, comparable with
+// == (by identity), and safe for concurrent use; copies share the same
+// secret.
 type Sensitive[T any] struct {
 	box *secretBox[T]
 }
 
 type secretBox[T any] struct {
-	value T
+	value func() T
 }
 
 // NewSensitive returns a Sensitive holding value.
 func NewSensitive[T any](value T) Sensitive[T] {
-	return Sensitive[T]{box: &secretBox[T]{value: value}}
+	return Sensitive[T]{box: &secretBox[T]{value: func() T { return value }}}
 }
 
 // Value returns the secret. Call it only where the secret must leave the
@@ -42,7 +44,7 @@ func (s Sensitive[T]) Value() T {
 		var zero T
 		return zero
 	}
-	return s.box.value
+	return s.box.value()
 }
 
 // IsZero reports whether s holds the zero value of T, so that
@@ -51,19 +53,29 @@ func (s Sensitive[T]) IsZero() bool {
 	if s.box == nil {
 		return true
 	}
-	return reflect.ValueOf(&s.box.value).Elem().IsZero()
+	value := s.box.value()
+	return reflect.ValueOf(&value).Elem().IsZero()
 }
 
-// Equal reports whether s and other hold equal secrets. It compares strings
-// and byte slices in constant time, and other types with [reflect.DeepEqual].
-// [github.com/google/go-cmp/cmp] uses this method to compare Sensitive values.
+// Equal reports whether s and other hold equal secrets. It compares values
+// whose kind is string or byte slice in constant time, treating nil and
+// empty byte slices as equal, and other types with [reflect.DeepEqual]. [github.com/google/go-cmp/cmp] uses this method to
+// compare Sensitive values.
 func (s Sensitive[T]) Equal(other Sensitive[T]) bool {
-	a, b := any(s.Value()), any(other.Value())
-	switch a := a.(type) {
-	case string:
-		return subtle.ConstantTimeCompare([]byte(a), []byte(b.(string))) == 1
-	case []byte:
-		return subtle.ConstantTimeCompare(a, b.([]byte)) == 1
+	a, b := s.Value(), other.Value()
+	va, vb := reflect.ValueOf(&a).Elem(), reflect.ValueOf(&b).Elem()
+	if va.Kind() == reflect.Interface {
+		va, vb = va.Elem(), vb.Elem()
+		if !va.IsValid() || !vb.IsValid() || va.Type() != vb.Type() {
+			return va.IsValid() == vb.IsValid() && !va.IsValid()
+		}
+	}
+
+	switch {
+	case va.Kind() == reflect.String:
+		return subtle.ConstantTimeCompare([]byte(va.String()), []byte(vb.String())) == 1
+	case va.Kind() == reflect.Slice && va.Type().Elem().Kind() == reflect.Uint8:
+		return subtle.ConstantTimeCompare(va.Bytes(), vb.Bytes()) == 1
 	}
 	return reflect.DeepEqual(a, b)
 }
