@@ -41,7 +41,7 @@ type APIError struct {
 	Method      string   // request method
 	URL         string   // request URL without query, fragment or user info
 	ErrorType   string   // Norman error_type, such as "Unauthorized"; "" if the body had none
-	Message     string   // the body's message, FastAPI detail, or text (at most 512 bytes)
+	Message     string   // the body's message, FastAPI detail, or text, cut after 512 bytes
 	Cause       string   // Norman cause; "" if the body had none
 	Suggestions []string // Norman suggestions for fixing the problem
 }
@@ -49,7 +49,10 @@ type APIError struct {
 // Error returns "norman: METHOD URL: STATUS: message".
 func (e *APIError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "norman: %s %s: %d %s", e.Method, e.URL, e.StatusCode, http.StatusText(e.StatusCode))
+	fmt.Fprintf(&b, "norman: %s %s: %d", e.Method, e.URL, e.StatusCode)
+	if text := http.StatusText(e.StatusCode); text != "" {
+		b.WriteString(" " + text)
+	}
 	if e.ErrorType != "" && e.ErrorType != http.StatusText(e.StatusCode) {
 		b.WriteString(": " + e.ErrorType)
 	}
@@ -75,11 +78,12 @@ func newAPIError(req *http.Request, resp *http.Response, body []byte, secrets ..
 	}
 	parseErrorBody(e, body)
 
-	e.ErrorType = scrub(e.ErrorType, secrets)
-	e.Message = scrub(e.Message, secrets)
-	e.Cause = scrub(e.Cause, secrets)
+	// Scrub before clipping, so that a cut cannot leave part of a secret.
+	e.ErrorType = clip(scrub(e.ErrorType, secrets))
+	e.Message = clip(scrub(e.Message, secrets))
+	e.Cause = clip(scrub(e.Cause, secrets))
 	for i, s := range e.Suggestions {
-		e.Suggestions[i] = scrub(s, secrets)
+		e.Suggestions[i] = clip(scrub(s, secrets))
 	}
 	return e
 }
@@ -95,24 +99,25 @@ func parseErrorBody(e *APIError, body []byte) {
 		Detail      json.RawMessage `json:"detail"`
 	}
 	if json.Unmarshal(body, &normanBody) == nil {
-		e.ErrorType = clip(normanBody.ErrorType)
-		e.Message = clip(normanBody.Message)
-		e.Cause = clip(jsonText(normanBody.Cause))
-		for _, s := range normanBody.Suggestions {
-			e.Suggestions = append(e.Suggestions, clip(s))
+		e.ErrorType = normanBody.ErrorType
+		e.Message = normanBody.Message
+		e.Cause = jsonText(normanBody.Cause)
+		if len(normanBody.Suggestions) > 0 {
+			e.Suggestions = normanBody.Suggestions
 		}
 		if e.Message == "" {
-			e.Message = clip(jsonText(normanBody.Detail))
+			e.Message = jsonText(normanBody.Detail)
 		}
 		if e.ErrorType != "" || e.Message != "" {
 			return
 		}
 	}
-	e.Message = clip(strings.Join(strings.Fields(string(body)), " "))
+	e.Message = strings.Join(strings.Fields(string(body)), " ")
 }
 
-// jsonText returns a JSON string's contents, or the compact JSON of any other
-// value, such as FastAPI's list of validation errors. Null gives "".
+// jsonText returns a JSON string's contents, or the text of any other JSON
+// value, such as FastAPI's list of validation errors, with runs of
+// whitespace collapsed to one space. Null gives "".
 func jsonText(raw json.RawMessage) string {
 	if len(raw) == 0 || string(raw) == "null" {
 		return ""

@@ -71,20 +71,20 @@ func parseNumericDate(raw json.RawMessage) time.Time {
 // timeClaims decodes only the claims that expiry depends on. It implements
 // [jwt.Claims] so that [jwt.Parser.ParseUnverified] can fill it.
 type timeClaims struct {
-	Exp json.RawMessage `json:"exp"`
-	Iat json.RawMessage `json:"iat"`
+	Exp json.RawMessage
+	Iat json.RawMessage
 
 	decoded bool // the payload was a JSON object
 }
 
+// UnmarshalJSON matches claim names exactly, as RFC 7519 requires, where
+// decoding into struct fields would also accept "EXP" or "Exp".
 func (c *timeClaims) UnmarshalJSON(data []byte) error {
-	type plain timeClaims // drops this method, so the next call cannot recurse
-	var p plain
-	if err := json.Unmarshal(data, &p); err != nil {
+	var claims map[string]json.RawMessage
+	if err := json.Unmarshal(data, &claims); err != nil {
 		return err
 	}
-	*c = timeClaims(p)
-	c.decoded = true
+	*c = timeClaims{Exp: claims["exp"], Iat: claims["iat"], decoded: claims != nil}
 	return nil
 }
 

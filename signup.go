@@ -70,7 +70,7 @@ func parseISOTime(s string) (time.Time, error) {
 			return t, nil
 		}
 	}
-	return time.Time{}, fmt.Errorf("norman: invalid creation_time %q: want ISO 8601, such as 2024-05-01T12:30:00.123456Z", s)
+	return time.Time{}, fmt.Errorf("invalid creation_time %q: want ISO 8601, such as 2024-05-01T12:30:00.123456Z", s)
 }
 
 // SignupAndGenerateKey creates an account named username and returns it
@@ -133,7 +133,7 @@ func SignupAndGenerateKey(ctx context.Context, username string, opts ...Option) 
 func parseSignupResponse(data []byte, contentType string) (*SignupKeyResponse, error) {
 	var out SignupKeyResponse
 	if err := json.Unmarshal(data, &out); err != nil {
-		return nil, fmt.Errorf("norman: signup: invalid response (Content-Type %q): want a JSON object with account and api_key: %v", contentType, err)
+		return nil, fmt.Errorf("norman: signup: invalid response (Content-Type %q): %v", contentType, err)
 	}
 	key, err := cleanSecret("API key", out.APIKey.Value())
 	if err != nil {
