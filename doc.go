@@ -38,9 +38,9 @@
 // A Manager and a Transport are safe for concurrent use. With a fresh token,
 // a request takes no lock and makes no call to the auth server. However many
 // goroutines need a new token at once, one login is made and all of them get
-// its result. The login runs on a context detached from the caller that
-// started it, with its own 30 s timeout: a caller whose context ends gets
-// ctx.Err() at once, and the login goes on for the others.
+// its result. The login runs on its own context with a 30 s timeout, not on
+// any caller's: a caller whose context ends gets ctx.Err() at once, and the
+// login goes on for the others.
 //
 // # Failures
 //

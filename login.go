@@ -210,8 +210,15 @@ func retryAfter(resp *http.Response) (time.Duration, bool) {
 // newHTTPClient returns a copy of c, or a default client, that never follows
 // redirects, so that the API key in a login body is never sent to another
 // URL.
+//
+// The default client has a transport of its own, because retryablehttp
+// closes the idle connections of the login client after a failed login,
+// and those of [http.DefaultTransport] belong to the whole program.
 func newHTTPClient(c *http.Client) *http.Client {
 	client := &http.Client{}
+	if t, ok := http.DefaultTransport.(*http.Transport); ok {
+		client.Transport = t.Clone()
+	}
 	if c != nil {
 		copied := *c
 		client = &copied

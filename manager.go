@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -106,12 +107,13 @@ func NewManager(opts ...Option) *Manager {
 // stored as invalid, and calls that need a login report it.
 func (m *Manager) SetAPIKey(key string) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-
 	if m.apiKeyErr == nil && m.apiKey.Equal(NewSensitive(strings.TrimSpace(key))) {
+		m.mu.Unlock()
 		return
 	}
 	m.setAPIKeyLocked(key)
+	m.mu.Unlock()
+
 	m.log().Debug("norman: API key changed; cached tokens dropped")
 }
 
@@ -237,7 +239,7 @@ func (m *Manager) refreshState(ctx context.Context) (*tokenState, error) {
 				}
 				return nil, f.err
 			}
-			call = m.startLoginLocked(ctx, refreshReason(st, valid), false)
+			call = m.startLoginLocked(refreshReason(st, valid), false)
 		}
 		m.mu.Unlock()
 
@@ -283,7 +285,7 @@ func (m *Manager) refreshAfterUnauthorized(ctx context.Context, sent *tokenState
 			m.mu.Unlock()
 			return nil, f.err
 		}
-		call = m.startLoginLocked(ctx, "token rejected", true)
+		call = m.startLoginLocked("token rejected", true)
 	}
 	m.mu.Unlock()
 
@@ -314,18 +316,19 @@ func refreshReason(st *tokenState, valid bool) string {
 }
 
 // startLoginLocked starts a login in its own goroutine and records it as the
-// login in progress. The login runs on a context detached from ctx, keeping
-// its values but not its cancellation, so that a caller who gives up does
-// not fail the others.
-func (m *Manager) startLoginLocked(ctx context.Context, reason string, forced bool) *loginCall {
+// login in progress. The login runs on its own context, not on the caller's:
+// a caller who gives up does not fail the others, and values of one caller's
+// context, such as an httptrace.ClientTrace, do not fire for a login that
+// serves them all.
+func (m *Manager) startLoginLocked(reason string, forced bool) *loginCall {
 	call := &loginCall{done: make(chan struct{}), keyGen: m.keyGen, forced: forced}
 	m.flight = call
-	go m.runLogin(context.WithoutCancel(ctx), call, m.apiKey, reason)
+	go m.runLogin(call, m.apiKey, reason)
 	return call
 }
 
-func (m *Manager) runLogin(ctx context.Context, call *loginCall, key Sensitive[string], reason string) {
-	ctx, cancel := context.WithTimeout(ctx, loginTimeout)
+func (m *Manager) runLogin(call *loginCall, key Sensitive[string], reason string) {
+	ctx, cancel := context.WithTimeout(context.Background(), loginTimeout)
 	defer cancel()
 
 	st, err := m.doLogin(ctx, key)
@@ -499,7 +502,7 @@ func (m *Manager) GoString() string { return m.String() }
 func (m *Manager) Format(f fmt.State, verb rune) {
 	s := m.String()
 	if verb == 'q' {
-		s = fmt.Sprintf("%q", s)
+		s = strconv.Quote(s)
 	}
 	_, _ = io.WriteString(f, s)
 }

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/hashicorp/go-retryablehttp"
@@ -122,6 +124,49 @@ func (t *Transport) retryUnauthorized(req *http.Request, st *tokenState, resp *h
 		fresh.accepted.Store(true)
 	}
 	return resp, err
+}
+
+// String describes the transport without secrets: the manager's
+// description and the type of the base transport, whose fields (proxy
+// headers, for instance) are not printed.
+func (t Transport) String() string {
+	manager := "nil"
+	if t.Manager != nil {
+		manager = t.Manager.String()
+	}
+	base := "http.DefaultTransport"
+	if t.Base != nil {
+		base = fmt.Sprintf("%T", t.Base)
+	}
+	return "norman.Transport{Manager: " + manager + ", Base: " + base + "}"
+}
+
+// GoString returns the same description as String.
+func (t Transport) GoString() string { return t.String() }
+
+// Format writes the description of String for every verb, quoted for %q.
+// It has a value receiver so that a Transport held by value in another
+// struct prints the same way.
+func (t Transport) Format(f fmt.State, verb rune) {
+	s := t.String()
+	if verb == 'q' {
+		s = strconv.Quote(s)
+	}
+	_, _ = io.WriteString(f, s)
+}
+
+// LogValue implements [slog.LogValuer], logging the manager and the type of
+// the base transport.
+func (t Transport) LogValue() slog.Value {
+	base := "http.DefaultTransport"
+	if t.Base != nil {
+		base = fmt.Sprintf("%T", t.Base)
+	}
+	attrs := []slog.Attr{slog.String("base", base)}
+	if t.Manager != nil {
+		attrs = append(attrs, slog.Any("manager", t.Manager))
+	}
+	return slog.GroupValue(attrs...)
 }
 
 func (t *Transport) base() http.RoundTripper {
