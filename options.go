@@ -29,6 +29,7 @@ var (
 const (
 	EnvBaseURL = "NORMAN_BASE_URL"
 	EnvAPIKey  = "NORMAN_API_KEY"
+	EnvJWKSURL = "NORMAN_JWKS_URL" // read by NewManager only
 )
 
 // An Option configures a [Manager] or a [SignupAndGenerateKey] call.
@@ -44,6 +45,10 @@ type options struct {
 	now        func() time.Time
 	origins    []string
 	retry      retryPolicy
+	jwksURL    string
+	jwksURLSet bool
+	audience   string
+	issuer     string
 }
 
 // retryPolicy controls the retries of one login.
@@ -70,9 +75,11 @@ func WithAPIKey(key string) Option {
 }
 
 // WithHTTPClient sets the client for login and signup calls only; API
-// requests go through the [Transport]'s Base. Nil means a client with
-// [http.DefaultTransport]. The manager uses a copy that never follows
-// redirects, so that the API key is never sent to another URL.
+// requests go through the [Transport]'s Base. Nil means a default client.
+// The manager uses a copy that never follows redirects, so that the API key
+// is never sent to another URL, and gives a client without a Transport a
+// clone of [http.DefaultTransport], whose idle connections it may close
+// after a failed login.
 func WithHTTPClient(c *http.Client) Option {
 	return func(o *options) { o.httpClient = c }
 }
@@ -98,6 +105,37 @@ func WithAllowedOrigins(origins ...string) Option {
 	return func(o *options) { o.origins = append(o.origins, origins...) }
 }
 
+// WithJWKS turns on token verification: the access and ID token of every
+// login are verified against the JSON Web Key Set at url before they are
+// stored or sent. Without this option the URL is $NORMAN_JWKS_URL, and an
+// empty URL, the default, means that tokens are not verified, only decoded.
+// WithJWKS("") turns verification off even when $NORMAN_JWKS_URL is set.
+//
+// The URL follows the rules of [WithBaseURL]: https, or http with a
+// loopback host, and no user info, query or fragment. An invalid URL is
+// reported by the first call that needs it. The key set is fetched at the
+// first login through the client of [WithHTTPClient], kept in memory,
+// refreshed every hour in the background until [Manager.Close], and
+// fetched again when a token names a key ID that the set lacks, at most
+// once every 30 s. The package documentation lists the checks.
+func WithJWKS(url string) Option {
+	return func(o *options) { o.jwksURL, o.jwksURLSet = url, true }
+}
+
+// WithAudience sets the audience that every verified token's aud claim must
+// contain. Empty, or no option, means "norman:client". It has no effect
+// without [WithJWKS].
+func WithAudience(aud string) Option {
+	return func(o *options) { o.audience = aud }
+}
+
+// WithIssuer sets the value that every verified token's iss claim must
+// equal. Empty, or no option, means that the issuer is not checked. It has
+// no effect without [WithJWKS].
+func WithIssuer(iss string) Option {
+	return func(o *options) { o.issuer = iss }
+}
+
 // withLoginRetry sets the retries of one login. Tests use it to keep
 // failing servers fast.
 func withLoginRetry(maxRetries int, waitMin, waitMax time.Duration) Option {
@@ -120,6 +158,9 @@ func newOptions(opts []Option) *options {
 	}
 	if !o.apiKeySet {
 		o.apiKey = os.Getenv(EnvAPIKey)
+	}
+	if !o.jwksURLSet {
+		o.jwksURL = os.Getenv(EnvJWKSURL)
 	}
 	if o.now == nil {
 		o.now = time.Now

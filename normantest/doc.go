@@ -10,9 +10,12 @@
 //
 // Methods on Server script the behavior a client has to cope with: a fake
 // clock ([Server.SetClock]), short token lifetimes, failing or slow logins,
-// revoked tokens and API keys. Counters report how many requests of each
-// kind arrived, and [Server.Handle] adds endpoints behind the same bearer
-// token check.
+// revoked tokens and API keys. For clients that verify tokens,
+// [Server.RotateKey] switches to a new signing key, and
+// [Server.SignWithUnpublishedKey] issues tokens that no published key
+// verifies. Counters report how many requests of each kind arrived,
+// including requests for the JWKS, and [Server.Handle] adds endpoints
+// behind the same bearer token check.
 //
 // Responses follow the Norman API. A successful response carries the JSON
 // object of the endpoint. A rejected login or token gets a Norman error

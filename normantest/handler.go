@@ -177,6 +177,7 @@ func (s *Server) handleAccountsGet(w http.ResponseWriter, r *http.Request) {
 
 // handleJWKS serves GET /v0/.well-known/jwks.json.
 func (s *Server) handleJWKS(w http.ResponseWriter, r *http.Request) {
+	s.jwksGets.Add(1)
 	s.writeJSON(w, http.StatusOK, s.jwks())
 }
 

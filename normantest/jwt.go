@@ -19,18 +19,49 @@ import (
 // audience is the aud claim of every token the server issues.
 const audience = "norman:client"
 
-// signingKey returns the RSA key that signs the tokens of every Server in
-// the process. One key is generated per process, because generating a
-// 2048-bit key takes long enough to slow down tests that start many servers.
-// Each Server publishes the key under its own key ID, so a token from one
-// Server is rejected by another.
-var signingKey = sync.OnceValue(func() *rsa.PrivateKey {
+// rsaKeyPool holds the RSA keys that servers sign with. Generating a
+// 2048-bit key takes long enough to slow down tests that start many
+// servers, so keys are generated on first need and shared by every Server
+// in the process. A Server signs with key 0 at first and with key n after
+// its n-th RotateKey. Each Server publishes a key under a key ID of its
+// own, so a token from one Server is rejected by another.
+var rsaKeyPool struct {
+	mu   sync.Mutex
+	keys []*rsa.PrivateKey
+}
+
+// pooledRSAKey returns key n of rsaKeyPool, generating the keys up to it if
+// needed.
+func pooledRSAKey(n int) *rsa.PrivateKey {
+	rsaKeyPool.mu.Lock()
+	defer rsaKeyPool.mu.Unlock()
+	for len(rsaKeyPool.keys) <= n {
+		rsaKeyPool.keys = append(rsaKeyPool.keys, generateRSAKey())
+	}
+	return rsaKeyPool.keys[n]
+}
+
+// unpublishedRSAKey signs the tokens of SignWithUnpublishedKey. It is not
+// in rsaKeyPool, so no Server publishes it.
+var unpublishedRSAKey = sync.OnceValue(generateRSAKey)
+
+func generateRSAKey() *rsa.PrivateKey {
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
-		panic("normantest: generating the RSA signing key failed: " + err.Error())
+		panic("normantest: generating an RSA signing key failed: " + err.Error())
 	}
 	return key
-})
+}
+
+// signingKey is an RSA key and the key ID under which a Server uses it.
+type signingKey struct {
+	id  string
+	key *rsa.PrivateKey
+}
+
+func newSigningKey(key *rsa.PrivateKey) signingKey {
+	return signingKey{id: newKeyID(), key: key}
+}
 
 // tokenUse is the kind of an issued token, access or ID, as recorded in
 // Server.tokens.
@@ -41,9 +72,9 @@ const (
 	idToken
 )
 
-// errUnknownKeyID reports a token whose kid header does not name the key of
-// the verifying server.
-var errUnknownKeyID = errors.New("token was not signed with the key of this server")
+// errUnknownKeyID reports a token whose kid header names no key in the
+// JWKS of the verifying server.
+var errUnknownKeyID = errors.New("token was not signed with a key of this server")
 
 // randomHex returns n random bytes encoded as 2n hexadecimal characters.
 func randomHex(n int) string {
@@ -92,11 +123,16 @@ func (s *Server) issueTokens(acct *account) (access, id string) {
 }
 
 // signLocked signs claims with RS256 and records the token's jti as use.
-// The caller must hold s.mu.
+// It signs with the unpublished key if SignWithUnpublishedKey turned it
+// on, and with the current signing key otherwise. The caller must hold s.mu.
 func (s *Server) signLocked(claims jwt.MapClaims, use tokenUse) string {
+	key := s.signing
+	if s.unpublished != nil {
+		key = *s.unpublished
+	}
 	token := jwt.NewWithClaims(jwt.SigningMethodRS256, claims)
-	token.Header["kid"] = s.keyID
-	signed, err := token.SignedString(signingKey())
+	token.Header["kid"] = key.id
+	signed, err := token.SignedString(key.key)
 	if err != nil {
 		panic("normantest: signing a token failed: " + err.Error())
 	}
@@ -150,12 +186,17 @@ func (s *Server) authenticate(r *http.Request) (accountID, reason string) {
 }
 
 // verificationKey is the jwt.Keyfunc of the server. It accepts only tokens
-// whose kid header is the key ID of this server.
+// whose kid header names a key in the JWKS of this server.
 func (s *Server) verificationKey(token *jwt.Token) (any, error) {
-	if kid, _ := token.Header["kid"].(string); kid != s.keyID {
-		return nil, errUnknownKeyID
+	kid, _ := token.Header["kid"].(string)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, k := range s.published {
+		if k.id == kid {
+			return &k.key.PublicKey, nil
+		}
 	}
-	return &signingKey().PublicKey, nil
+	return nil, errUnknownKeyID
 }
 
 // jsonWebKey is a public RSA key in the JSON Web Key format of RFC 7517,
@@ -169,18 +210,24 @@ type jsonWebKey struct {
 	Exponent  string `json:"e"` // base64url without padding, big-endian
 }
 
-// jwks returns the JSON Web Key Set that contains the public signing key of s.
+// jwks returns the JSON Web Key Set that contains the published public keys
+// of s, the current signing key first.
 func (s *Server) jwks() map[string][]jsonWebKey {
-	public := signingKey().PublicKey
-	key := jsonWebKey{
-		KeyType:   "RSA",
-		Use:       "sig",
-		Algorithm: jwt.SigningMethodRS256.Alg(),
-		KeyID:     s.keyID,
-		Modulus:   base64.RawURLEncoding.EncodeToString(public.N.Bytes()),
-		Exponent:  base64.RawURLEncoding.EncodeToString(big.NewInt(int64(public.E)).Bytes()),
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	keys := make([]jsonWebKey, 0, len(s.published))
+	for _, k := range s.published {
+		public := k.key.PublicKey
+		keys = append(keys, jsonWebKey{
+			KeyType:   "RSA",
+			Use:       "sig",
+			Algorithm: jwt.SigningMethodRS256.Alg(),
+			KeyID:     k.id,
+			Modulus:   base64.RawURLEncoding.EncodeToString(public.N.Bytes()),
+			Exponent:  base64.RawURLEncoding.EncodeToString(big.NewInt(int64(public.E)).Bytes()),
+		})
 	}
-	return map[string][]jsonWebKey{"keys": {key}}
+	return map[string][]jsonWebKey{"keys": keys}
 }
 
 // newKeyID returns a key ID that is unique to one Server.

@@ -30,16 +30,16 @@ type Server struct {
 
 	httpServer *httptest.Server   // listener and HTTP server behind URL
 	mux        *http.ServeMux     // endpoints below basePath, including those added by Handle
-	keyID      string             // kid of the signing key, unique to this Server
 	ctx        context.Context    // parent of every request context, canceled by Close
 	cancel     context.CancelFunc // cancels ctx
 
 	logins   atomic.Int64 // login requests received
 	signups  atomic.Int64 // signup requests received
 	requests atomic.Int64 // requests that reached the bearer token check
+	jwksGets atomic.Int64 // requests for the JWKS
 
 	// mu guards the clock, the token and login settings, the accounts, the
-	// API keys, the issued tokens and the test hook below.
+	// API keys, the issued tokens, the signing keys and the test hook below.
 	mu            sync.Mutex
 	now           func() time.Time    // server clock, never nil
 	lifetime      time.Duration       // lifetime of tokens issued from now on
@@ -51,6 +51,11 @@ type Server struct {
 	names         map[string]bool     // account names in use
 	tokens        map[string]tokenUse // unrevoked tokens by jti claim
 	loginWaitHook func(waiting bool)  // nil outside tests; called when a login starts and stops waiting for loginDelay
+
+	signing     signingKey   // signs new tokens, unless unpublished is set
+	published   []signingKey // keys in the JWKS: signing, then the key that the last RotateKey replaced
+	rotations   int          // RotateKey calls so far
+	unpublished *signingKey  // set by SignWithUnpublishedKey(true); signs new tokens instead of signing
 }
 
 // NewServer starts and returns a new Server on a loopback address, with no
@@ -63,7 +68,6 @@ func NewServer() *Server {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		mux:      http.NewServeMux(),
-		keyID:    newKeyID(),
 		ctx:      ctx,
 		cancel:   cancel,
 		now:      time.Now,
@@ -73,7 +77,8 @@ func NewServer() *Server {
 		names:    make(map[string]bool),
 		tokens:   make(map[string]tokenUse),
 	}
-	signingKey()
+	s.signing = newSigningKey(pooledRSAKey(0))
+	s.published = []signingKey{s.signing}
 
 	s.mux.HandleFunc("POST "+basePath+"/authenticate/login/key", s.handleLogin)
 	s.mux.HandleFunc("PUT "+basePath+"/authenticate/signup/key", s.handleSignup)
@@ -105,9 +110,57 @@ func (s *Server) Client() *http.Client {
 }
 
 // JWKSURL returns the URL of the JSON Web Key Set that contains the public
-// key for verifying the tokens of the server.
+// keys for verifying the tokens of the server: URL followed by
+// "/.well-known/jwks.json". The set contains the current signing key and,
+// after RotateKey, the key it replaced. Each key is an RSA key with "use"
+// "sig", "alg" "RS256" and a "kid" that no other Server uses.
 func (s *Server) JWKSURL() string {
 	return s.URL + "/.well-known/jwks.json"
+}
+
+// RotateKey switches the server to a new RSA signing key with a new key ID,
+// which it returns. Tokens issued from then on are signed with the new
+// key. The JWKS publishes the new key first and keeps the key that it
+// replaced, so that tokens issued before the rotation stay valid until
+// they expire, as during a grace period at a real issuer. The next
+// RotateKey removes that older key from the JWKS, and the server then
+// rejects the tokens it signed as not issued by this server.
+//
+// Keys are generated once per process and shared by servers under key IDs
+// of their own, so the first rotation to reach a new key takes a
+// noticeable fraction of a second.
+func (s *Server) RotateKey() (keyID string) {
+	s.mu.Lock()
+	s.rotations++
+	n := s.rotations
+	s.mu.Unlock()
+	key := newSigningKey(pooledRSAKey(n)) // generating a key can take a while, so not under s.mu
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.published = []signingKey{key, s.signing}
+	s.signing = key
+	return key.id
+}
+
+// SignWithUnpublishedKey, when on is true, makes the server sign the tokens
+// of later logins with an RSA key that no Server publishes, under a key ID
+// that is in no JWKS. A client that verifies tokens must reject them, and
+// the server's own endpoints reject them as not issued by this server.
+// When on is false, later tokens are signed with the published signing key
+// again.
+//
+// The first call with true in a process generates the key, which takes a
+// noticeable fraction of a second.
+func (s *Server) SignWithUnpublishedKey(on bool) {
+	var key *signingKey
+	if on {
+		k := newSigningKey(unpublishedRSAKey())
+		key = &k
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.unpublished = key
 }
 
 // AddAccount creates an account named name that logs in with apiKey and
@@ -242,6 +295,12 @@ func (s *Server) Logins() int {
 // including rejected ones.
 func (s *Server) Signups() int {
 	return int(s.signups.Load())
+}
+
+// JWKSRequests returns the number of requests for the JWKS at JWKSURL that
+// the server has received.
+func (s *Server) JWKSRequests() int {
+	return int(s.jwksGets.Load())
 }
 
 // Requests returns the number of requests the server has received at

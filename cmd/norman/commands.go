@@ -35,9 +35,10 @@ func (env *environment) addClientFlags(fs *flag.FlagSet, timeout *time.Duration)
 }
 
 // newManager returns a Manager for the base URL and API key that env
-// names, and the log that it writes to standard error through. The caller
-// must call the log's finish method before it returns.
-func (env *environment) newManager() (*norman.Manager, *commandLog, error) {
+// names, with opts applied after them, and the log that it writes to
+// standard error through. The caller must call the log's finish method and
+// the manager's Close method before it returns.
+func (env *environment) newManager(opts ...norman.Option) (*norman.Manager, *commandLog, error) {
 	base, err := env.resolveBaseURL()
 	if err != nil {
 		return nil, nil, err
@@ -47,28 +48,44 @@ func (env *environment) newManager() (*norman.Manager, *commandLog, error) {
 		return nil, nil, err
 	}
 	log := newCommandLog(env.stderr, env.verbose)
-	mgr := norman.NewManager(
+	mgr := norman.NewManager(append([]norman.Option{
 		norman.WithBaseURL(base),
 		norman.WithAPIKey(key),
 		norman.WithLogger(log.logger()),
-	)
+	}, opts...)...)
 	return mgr, log, nil
 }
 
 func runLogin(ctx context.Context, env *environment, args []string) error {
-	var timeout time.Duration
+	var (
+		timeout time.Duration
+		jwksURL string
+	)
 	fs := newFlagSet(env, "login", "login [flags]", `Login logs in to the API with the API key and prints the account ID and
 when the access token expires. It prints no token.
+
+With -jwks-url or $NORMAN_JWKS_URL, login also verifies the access and ID
+tokens against that JSON Web Key Set and prints the verified claims of the
+ID token: subject, issuer, audience and expiry. A token that fails
+verification fails the login.
 `)
 	env.addClientFlags(fs, &timeout)
+	fs.StringVar(&jwksURL, "jwks-url", "", "`URL` of the JSON Web Key Set to verify the tokens against, such as https://api.example.com/v0/.well-known/jwks.json (default $NORMAN_JWKS_URL)")
 	if err := parseFlags(fs, args, 0, 0); err != nil {
 		return err
 	}
 
-	mgr, log, err := env.newManager()
+	var opts []norman.Option
+	if strings.TrimSpace(jwksURL) != "" {
+		opts = append(opts, norman.WithJWKS(jwksURL))
+	} else {
+		jwksURL = os.Getenv(norman.EnvJWKSURL) // the norman package reads it too
+	}
+	mgr, log, err := env.newManager(opts...)
 	if err != nil {
 		return err
 	}
+	defer mgr.Close()
 	defer log.finish(false)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -88,7 +105,29 @@ when the access token expires. It prints no token.
 		fmt.Fprintf(env.stdout, "The access token expires at %s, in %s.\n",
 			expiresAt.UTC().Format(time.DateTime+" MST"), roundDuration(expiresIn))
 	}
+	if strings.TrimSpace(jwksURL) != "" {
+		printVerifiedClaims(env.stdout, mgr, strings.TrimSpace(jwksURL))
+	}
 	return nil
+}
+
+// printVerifiedClaims prints the claims of the ID token of mgr's login,
+// which passed verification against the JWKS at jwksURL.
+func printVerifiedClaims(w io.Writer, mgr *norman.Manager, jwksURL string) {
+	claims, err := mgr.IDTokenClaims()
+	if err != nil {
+		fmt.Fprintf(w, "The access token passed verification against %s, but there are no ID token claims to print: %s.\n",
+			jwksURL, errorText(err))
+		return
+	}
+	fmt.Fprintf(w, "The tokens passed verification against %s.\n", jwksURL)
+	fmt.Fprintf(w, "  subject:  %s\n", claims.Subject)
+	fmt.Fprintf(w, "  issuer:   %s\n", claims.Issuer)
+	fmt.Fprintf(w, "  audience: %s\n", strings.Join(claims.Audience, ", "))
+	fmt.Fprintf(w, "  expires:  %s\n", claims.ExpiresAt.UTC().Format(time.DateTime+" MST"))
+	if claims.Name != "" {
+		fmt.Fprintf(w, "  name:     %s\n", claims.Name)
+	}
 }
 
 func runToken(ctx context.Context, env *environment, args []string) error {
@@ -112,6 +151,7 @@ which "norman login" shows.
 	if err != nil {
 		return err
 	}
+	defer mgr.Close()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	token, err := mgr.Token(ctx)
@@ -200,6 +240,7 @@ the norman package log in again and resend the request once.
 	if err != nil {
 		return err
 	}
+	defer mgr.Close()
 	client := &http.Client{Transport: norman.NewTransport(mgr, nil)}
 	resp, err := client.Do(req)
 	log.finish(err == nil)

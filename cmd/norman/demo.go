@@ -60,7 +60,10 @@ and shows, step by step, what the norman package does:
      log in again once and succeed when resent;
   5. shows a second manager with a wrong API key fail with a clear error,
      without a new login for each request;
-  6. sums up the requests, logins, refreshes and failures.
+  6. shows a third manager, created with norman.WithJWKS, verify the tokens
+     of its login against the server's JSON Web Key Set and print the
+     verified claims of the ID token;
+  7. sums up the requests, logins, refreshes and failures.
 
 The demo uses no network beyond the loopback address and prints no API key
 or token. It exits with status 1 if anything differs from the steps above.
@@ -97,6 +100,7 @@ type demo struct {
 	srv    *normantest.Server
 	mgr    *norman.Manager
 	client *http.Client
+	apiKey norman.Sensitive[string] // from the signup
 
 	calls      int            // requests made through the demo's clients
 	logins     map[string]int // successful logins by reason
@@ -139,6 +143,7 @@ func (d *demo) run(ctx context.Context) error {
 		{"refresh", "Requests across " + counted(d.opts.lifetimes, "token lifetime", "token lifetimes"), d.refreshes},
 		{"revoked_token", "Revoked token", d.revokedToken},
 		{"rejected_key", "Rejected API key", d.rejectedKey},
+		{"verified", "Verified tokens", d.verifiedTokens},
 	}
 	for i, step := range steps {
 		d.out.heading(i+1, step.name, step.title)
@@ -169,6 +174,7 @@ func (d *demo) signup(ctx context.Context) error {
 		return err
 	}
 	d.secrets.add(resp.APIKey.Value())
+	d.apiKey = resp.APIKey
 
 	acct := resp.Account
 	d.out.event("signup", "signed_up", fmt.Sprintf(
@@ -306,6 +312,48 @@ func (d *demo) rejectedKey(ctx context.Context) error {
 		"server_logins", logins, "requests", 2)
 	if logins != 1 {
 		d.unexpect("the wrong key cost %d logins for 2 requests, want 1", logins)
+	}
+	return nil
+}
+
+// verifiedTokens shows a manager that verifies the tokens of its login
+// against the server's JWKS and prints the verified claims of the ID token.
+func (d *demo) verifiedTokens(ctx context.Context) error {
+	verified := norman.NewManager(
+		norman.WithBaseURL(d.srv.URL),
+		norman.WithAPIKey(d.apiKey.Value()),
+		norman.WithHTTPClient(d.srv.Client()),
+		norman.WithJWKS(d.srv.JWKSURL()),
+		norman.WithLogger(d.logger),
+	)
+	defer verified.Close()
+	jwksRequests := d.srv.JWKSRequests()
+	d.out.event("verified", "start", fmt.Sprintf(
+		"A third manager, created with norman.WithJWKS(%q), logs in and verifies the access and ID tokens against the server's JSON Web Key Set.",
+		d.srv.JWKSURL()), "jwks_url", d.srv.JWKSURL())
+
+	if err := verified.InvalidateAccessToken(ctx); err != nil {
+		return err
+	}
+	if _, err := d.awaitRecord(ctx, "verified", msgLoggedIn); err != nil {
+		return err
+	}
+	claims, err := verified.IDTokenClaims()
+	if err != nil {
+		return err
+	}
+	jwksRequests = d.srv.JWKSRequests() - jwksRequests
+	d.out.event("verified", "claims", fmt.Sprintf(
+		"Both tokens passed the checks of signature, key ID, algorithm, expiry and audience. The verified ID token names subject %s, issuer %s and audience %s, and expires at %s. The server received %s.",
+		claims.Subject, claims.Issuer, strings.Join(claims.Audience, ", "), claims.ExpiresAt.UTC().Format(time.TimeOnly+" MST"),
+		counted(jwksRequests, "JWKS request", "JWKS requests")),
+		"subject", claims.Subject, "issuer", claims.Issuer, "audience", claims.Audience, "name", claims.Name,
+		"expires_at", claims.ExpiresAt, "jwks_requests", jwksRequests)
+	if claims.Subject != d.mgr.AccountID() {
+		d.unexpect("the verified ID token names subject %s, want the demo's account %s", claims.Subject, d.mgr.AccountID())
+	}
+	if jwksRequests != 1 {
+		d.unexpect("the verified login cost %d JWKS requests, want 1", jwksRequests)
 	}
 	return nil
 }

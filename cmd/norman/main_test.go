@@ -86,6 +86,7 @@ func (r result) String() string {
 func clearEnvironment(t *testing.T) {
 	t.Setenv("NORMAN_BASE_URL", "")
 	t.Setenv("NORMAN_API_KEY", "")
+	t.Setenv("NORMAN_JWKS_URL", "")
 }
 
 func writeFile(t *testing.T, dir, name, content string) string {
@@ -128,7 +129,12 @@ func TestDemoHumanOutput(t *testing.T) {
 		"5. Rejected API key",
 		"errors.Is(err, norman.ErrUnauthorized) is true. The error reads: norman: API key rejected by ",
 		"The server received 1 login for the 2 requests.",
-		"6. Summary",
+		"6. Verified tokens",
+		"created with norman.WithJWKS(",
+		"Both tokens passed the checks of signature, key ID, algorithm, expiry and audience. The verified ID token names subject ",
+		"and audience norman:client, and expires at ",
+		"The server received 1 JWKS request.",
+		"7. Summary",
 		"Requests: ",
 		"Logins: the server received ",
 		"Unexpected events: 0.",
@@ -227,6 +233,23 @@ func TestDemoJSONLines(t *testing.T) {
 	}
 	if logins := only("rejected_key/no_new_login")["server_logins"]; logins != 1.0 {
 		t.Errorf("wrong key cost %v logins for 2 requests, want 1", logins)
+	}
+
+	claims := only("verified/claims")
+	if claims["subject"] != login["account_id"] {
+		t.Errorf("verified subject = %v, want the demo's account %v", claims["subject"], login["account_id"])
+	}
+	if audience, _ := claims["audience"].([]any); len(audience) != 1 || audience[0] != "norman:client" {
+		t.Errorf("verified audience = %v, want [norman:client]", claims["audience"])
+	}
+	if issuer, _ := claims["issuer"].(string); !strings.HasPrefix(issuer, "http://127.0.0.1:") {
+		t.Errorf("verified issuer = %v, want the demo server's base URL", claims["issuer"])
+	}
+	if _, err := time.Parse(time.RFC3339, claims["expires_at"].(string)); err != nil {
+		t.Errorf("verified expires_at: %v", err)
+	}
+	if claims["jwks_requests"] != 1.0 {
+		t.Errorf("verified login cost %v JWKS requests, want 1", claims["jwks_requests"])
 	}
 
 	summary := only("summary/logins")
