@@ -33,6 +33,29 @@
 //     a lifetime of one minute;
 //   - a token that has already expired when it arrives fails the login.
 //
+// # Verification
+//
+// By default tokens are decoded, not verified, as in the Python SDK. With
+// [WithJWKS], or $NORMAN_JWKS_URL, the access and ID token of every login
+// are verified against that JSON Web Key Set before they are stored or
+// sent. A token passes when all of these hold:
+//
+//   - its alg is RS256, ES256 or EdDSA; "none" and HMAC are rejected;
+//   - its signature matches the key that its kid names in the key set;
+//   - it has an exp claim that is later than the server's time, taken
+//     from the Date header as above, so a skewed local clock is tolerated;
+//   - its nbf claim, if present, is not later than the server's time;
+//   - its aud claim contains "norman:client", or the value of [WithAudience];
+//   - its iss claim equals the value of [WithIssuer], if one is set.
+//
+// A token that fails is neither stored nor sent. The login returns an
+// error that matches [ErrTokenInvalid] and names the token and the failed
+// check, and the backoff of failed logins applies. The key set is fetched
+// at the first login, refreshed every hour in the background and, when a
+// token names an unknown kid, fetched again at most once every 30 s.
+// [Manager.Close] stops the background refresh. [Manager.IDTokenClaims]
+// returns the claims of the verified ID token.
+//
 // # Concurrency
 //
 // A Manager and a Transport are safe for concurrent use. With a fresh token,
@@ -67,7 +90,8 @@
 // base URL or an origin named with [WithAllowedOrigins]. A redirect to
 // another host, or any other request through the same client, carries no
 // token. The API key and tokens are never sent over plain HTTP except to a
-// loopback address (127.0.0.0/8, ::1, localhost); such a request fails with
+// loopback address (127.0.0.0/8, ::1, localhost): a plain http base URL or
+// allowed origin with any other host makes logins and requests fail with
 // [ErrInsecureURL] before anything is sent. Logins never follow redirects.
 //
 // No exported type shows a secret through fmt, log/slog or encoding/json.

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -28,6 +29,12 @@ var (
 	// ErrInsecureURL means a request would have sent the API key or a token
 	// over plain HTTP to a host that is not a loopback address.
 	ErrInsecureURL = errors.New("norman: refusing to send credentials over plain HTTP")
+
+	// ErrTokenInvalid means that an access or ID token from a login failed
+	// verification against the JSON Web Key Set named by WithJWKS. The
+	// login's error names the token and the check that failed. The token is
+	// not stored, returned or sent.
+	ErrTokenInvalid = errors.New("norman: token failed verification")
 )
 
 // maxErrorBody is the number of bytes of a response body that an error quotes.
@@ -76,9 +83,12 @@ func newAPIError(req *http.Request, resp *http.Response, body []byte, secrets ..
 		Method:     req.Method,
 		URL:        redactURL(req.URL),
 	}
-	parseErrorBody(e, body)
+	// Scrub the raw body, where a secret may appear JSON-escaped, and then
+	// the decoded fields, before clipping, so that a cut cannot leave part of
+	// a secret behind.
+	secrets = escapedForms(secrets)
+	parseErrorBody(e, []byte(scrub(string(body), secrets)))
 
-	// Scrub before clipping, so that a cut cannot leave part of a secret.
 	e.ErrorType = clip(scrub(e.ErrorType, secrets))
 	e.Message = clip(scrub(e.Message, secrets))
 	e.Cause = clip(scrub(e.Cause, secrets))
@@ -152,6 +162,46 @@ func scrub(s string, secrets []string) string {
 	return s
 }
 
+// escapedForms returns each non-empty secret as written and as JSON encoders
+// escape it: Go's encoding/json, which escapes <, > and &, and Python's
+// json.dumps, which also escapes every non-ASCII character.
+func escapedForms(secrets []string) []string {
+	var forms []string
+	for _, secret := range secrets {
+		if secret == "" {
+			continue
+		}
+		forms = append(forms, secret)
+		if quoted, err := json.Marshal(secret); err == nil {
+			forms = append(forms, string(quoted[1:len(quoted)-1]))
+		}
+		forms = append(forms, asciiJSONEscape(secret))
+	}
+	return forms
+}
+
+// asciiJSONEscape escapes s as a JSON string body with only ASCII
+// characters, as Python's json.dumps does by default. Control characters
+// are left alone, because API keys and tokens cannot contain them.
+func asciiJSONEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == '"' || r == '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case r < 0x80:
+			b.WriteRune(r)
+		case r > 0xffff:
+			r1, r2 := utf16.EncodeRune(r)
+			fmt.Fprintf(&b, "\\u%04x\\u%04x", r1, r2)
+		default:
+			fmt.Fprintf(&b, "\\u%04x", r)
+		}
+	}
+	return b.String()
+}
+
 // redactURL returns u without user info, query or fragment, where secrets
 // are most often carried.
 func redactURL(u *url.URL) string {
@@ -168,10 +218,15 @@ func redactURL(u *url.URL) string {
 }
 
 // configError is a setting that no retry can fix: an invalid base URL,
-// origin or API key.
-type configError struct{ msg string }
+// origin, JWKS URL or API key. err, if not nil, is a sentinel such as
+// ErrInsecureURL that the error also matches.
+type configError struct {
+	msg string
+	err error
+}
 
 func (e *configError) Error() string { return e.msg }
+func (e *configError) Unwrap() error { return e.err }
 
 func newConfigError(format string, args ...any) error {
 	return &configError{msg: fmt.Sprintf(format, args...)}
@@ -186,6 +241,9 @@ func (e *rejectedKeyError) Error() string {
 	msg := fmt.Sprintf("norman: API key rejected by %s (%d %s", e.apiErr.URL, e.apiErr.StatusCode, http.StatusText(e.apiErr.StatusCode))
 	if e.apiErr.Message != "" {
 		msg += ": " + e.apiErr.Message
+	}
+	if e.apiErr.Cause != "" {
+		msg += ": " + e.apiErr.Cause
 	}
 	return msg + "): check the key, then call SetAPIKey or set NORMAN_API_KEY"
 }

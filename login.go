@@ -58,7 +58,23 @@ func (m *Manager) doLogin(ctx context.Context, key Sensitive[string]) (*tokenSta
 	if err != nil {
 		return nil, err
 	}
-	return newTokenState(access, id, accountID, receivedAt, resp.Header.Get("Date"))
+	date := resp.Header.Get("Date")
+
+	var idClaims *IDTokenClaims
+	if m.verifier != nil {
+		// exp is judged at the same server-clock instant as in newTokenState,
+		// so a skewed local clock is corrected once and no leeway is added.
+		idClaims, err = m.verifier.verify(ctx, access, id, serverClock(receivedAt, date))
+		if err != nil {
+			return nil, err
+		}
+	}
+	st, err := newTokenState(access, id, accountID, receivedAt, date)
+	if err != nil {
+		return nil, err
+	}
+	st.idClaims = idClaims
+	return st, nil
 }
 
 // parseLoginResponse reads the tokens and account id from a 2xx login body.
@@ -211,17 +227,18 @@ func retryAfter(resp *http.Response) (time.Duration, bool) {
 // redirects, so that the API key in a login body is never sent to another
 // URL.
 //
-// The default client has a transport of its own, because retryablehttp
-// closes the idle connections of the login client after a failed login,
-// and those of [http.DefaultTransport] belong to the whole program.
+// A client without a Transport gets a clone of [http.DefaultTransport],
+// because retryablehttp closes the idle connections of the login client
+// after a failed login, and those of http.DefaultTransport belong to the
+// whole program.
 func newHTTPClient(c *http.Client) *http.Client {
 	client := &http.Client{}
-	if t, ok := http.DefaultTransport.(*http.Transport); ok {
-		client.Transport = t.Clone()
-	}
 	if c != nil {
 		copied := *c
 		client = &copied
+	}
+	if t, ok := http.DefaultTransport.(*http.Transport); ok && client.Transport == nil {
+		client.Transport = t.Clone()
 	}
 	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return client

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,14 +20,16 @@ import (
 // Manager logs in to the Norman API with an API key and keeps the access
 // token fresh. Create one with [NewManager] and share it: a Manager is safe
 // for concurrent use, and however many goroutines need a token at once, it
-// makes one login at a time.
+// makes one login at a time. The zero value is not usable: its methods
+// return an error, and a Transport over it fails every request.
 //
 // A Manager prints, logs and marshals without its API key or tokens.
 type Manager struct {
-	base       *url.URL     // nil when configErr is set
-	origins    []origin     // base URL's origin first, then WithAllowedOrigins
-	configErr  error        // invalid base URL or origin, reported by every call
-	httpClient *http.Client // for logins; never follows redirects
+	base       *url.URL      // nil when configErr is set
+	origins    []origin      // base URL's origin first, then WithAllowedOrigins
+	configErr  error         // invalid base URL, origin or JWKS URL, reported by every call
+	httpClient *http.Client  // for logins; never follows redirects
+	verifier   *jwksVerifier // nil when tokens are not verified
 	retry      retryPolicy
 	logger     *slog.Logger // nil means slog.Default()
 	now        func() time.Time
@@ -49,19 +52,21 @@ type tokenState struct {
 	bearer    Sensitive[string] // "Bearer " + access, built once per login
 	accountID string
 
-	receivedAt time.Time     // local clock when the login response arrived
-	expiresAt  time.Time     // exp on the server's clock; zero if unreadable
-	lifetime   time.Duration // exp minus the receipt time on the server's clock
-	staleAt    time.Time     // local clock: a background refresh starts here
-	expiredAt  time.Time     // local clock: the token is no longer sent
-	forced     bool          // this login followed a 401 for the previous token
+	receivedAt time.Time      // local clock when the login response arrived
+	expiresAt  time.Time      // exp on the server's clock; zero if unreadable
+	lifetime   time.Duration  // exp minus the receipt time on the server's clock
+	staleAt    time.Time      // local clock: a background refresh starts here
+	expiredAt  time.Time      // local clock: the token is no longer sent
+	forced     bool           // this login followed a 401 for the previous token
+	idClaims   *IDTokenClaims // nil unless the ID token was verified
 
 	accepted atomic.Bool // the API answered a request with this token with something other than 401
 }
 
 // loginCall is one login that any number of goroutines wait for.
 type loginCall struct {
-	done   chan struct{} // closed when state and err are set
+	done   chan struct{}      // closed when state and err are set
+	cancel context.CancelFunc // ends the login early, when the API key changes
 	keyGen uint64
 	forced bool
 	state  *tokenState
@@ -75,6 +80,9 @@ type loginFailure struct {
 	backoff  time.Duration // doubles with each failure in a row
 	retryAt  time.Time     // local clock: no login starts before this
 }
+
+// errZeroManager is returned by a Manager that was not made by NewManager.
+var errZeroManager = newConfigError("norman: Manager is not initialized: create it with NewManager")
 
 // errAPIKeyChanged ends a login whose API key was replaced while it ran.
 var errAPIKeyChanged = errors.New("norman: API key changed during login")
@@ -95,6 +103,13 @@ func NewManager(opts ...Option) *Manager {
 		m.origins, m.configErr = parseOrigins(m.base, o.origins)
 	}
 	m.httpClient = newHTTPClient(o.httpClient)
+	jwksURL, err := parseJWKSURL(o.jwksURL)
+	switch {
+	case err != nil && m.configErr == nil:
+		m.configErr = err
+	case jwksURL != nil:
+		m.verifier = newJWKSVerifier(jwksURL, o, m.httpClient, m.log)
+	}
 	m.retry = o.retry
 	m.setAPIKeyLocked(o.apiKey)
 	return m
@@ -124,7 +139,12 @@ func (m *Manager) setAPIKeyLocked(key string) {
 	}
 	m.apiKey, m.apiKeyErr = NewSensitive(key), err
 	m.keyGen++
-	m.flight = nil
+	if m.flight != nil {
+		// Its result would be dropped: end it, so that its waiters move on
+		// to a login with the new key at once.
+		m.flight.cancel()
+		m.flight = nil
+	}
 	m.failure = nil
 	m.state.Store(nil)
 }
@@ -158,6 +178,45 @@ func (m *Manager) AccountID() string {
 		return st.accountID
 	}
 	return ""
+}
+
+// IDTokenClaims returns the claims of the ID token of the last login, which
+// passed verification. It returns an error if verification is off (turn it
+// on with [WithJWKS]), [ErrNotLoggedIn] before the first login and after
+// [Manager.SetAPIKey], and an error if the login returned no ID token. The
+// result is a copy that the caller may change.
+func (m *Manager) IDTokenClaims() (*IDTokenClaims, error) {
+	if m.verifier == nil && m.configErr == nil {
+		return nil, errVerificationOff
+	}
+	st := m.state.Load()
+	if st == nil {
+		return nil, ErrNotLoggedIn
+	}
+	if st.idClaims == nil {
+		return nil, errors.New("norman: the last login returned no ID token, so there are no ID token claims")
+	}
+	claims := *st.idClaims
+	claims.Audience = slices.Clone(claims.Audience)
+	return &claims, nil
+}
+
+// Close stops the background work that [WithJWKS] starts at the first
+// login: the hourly refresh of the JSON Web Key Set. A refresh in progress
+// is canceled, and the refresh goroutine ends soon after Close returns. The
+// manager stays usable. It keeps verifying with the keys it has, and it
+// fetches the set again, on the calling goroutine, only when a token names
+// an unknown kid.
+//
+// Close does not interrupt a login in progress. It is safe to call more
+// than once and concurrently with other methods. It always returns nil;
+// the result lets a Manager be used as an [io.Closer]. A manager that does
+// not verify tokens has no background work, and Close does nothing.
+func (m *Manager) Close() error {
+	if m.verifier != nil {
+		m.verifier.close()
+	}
+	return nil
 }
 
 // Expiry returns the exp claim of the cached access token, which is an
@@ -204,6 +263,9 @@ func (m *Manager) Token(ctx context.Context) (Sensitive[string], error) {
 func (m *Manager) validState(ctx context.Context) (*tokenState, error) {
 	if st := m.state.Load(); st != nil && m.now().Before(st.staleAt) {
 		return st, nil
+	}
+	if m.now == nil {
+		return nil, errZeroManager
 	}
 	return m.refreshState(ctx)
 }
@@ -321,17 +383,21 @@ func refreshReason(st *tokenState, valid bool) string {
 // context, such as an httptrace.ClientTrace, do not fire for a login that
 // serves them all.
 func (m *Manager) startLoginLocked(reason string, forced bool) *loginCall {
-	call := &loginCall{done: make(chan struct{}), keyGen: m.keyGen, forced: forced}
+	ctx, cancel := context.WithTimeout(context.Background(), loginTimeout)
+	call := &loginCall{done: make(chan struct{}), cancel: cancel, keyGen: m.keyGen, forced: forced}
 	m.flight = call
-	go m.runLogin(call, m.apiKey, reason)
+	go m.runLogin(ctx, call, m.apiKey, reason)
 	return call
 }
 
-func (m *Manager) runLogin(call *loginCall, key Sensitive[string], reason string) {
-	ctx, cancel := context.WithTimeout(context.Background(), loginTimeout)
-	defer cancel()
+func (m *Manager) runLogin(ctx context.Context, call *loginCall, key Sensitive[string], reason string) {
+	defer call.cancel()
 
 	st, err := m.doLogin(ctx, key)
+	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
+		// Keep the caller from mistaking this for the end of its own context.
+		err = fmt.Errorf("norman: login timed out after %s: check the base URL and the server", loginTimeout)
+	}
 	if st != nil {
 		st.forced = call.forced
 	}
@@ -369,15 +435,22 @@ func (m *Manager) runLogin(call *loginCall, key Sensitive[string], reason string
 
 // recordFailureLocked pauses logins after err. While the cached token is
 // valid, the pause is refreshPause or until the token expires, whichever is
-// sooner. Without a valid token it starts at failureBackoffMin and doubles.
+// sooner. Without a valid token it starts at failureBackoffMin and doubles
+// with each failure in a row; failed background refreshes do not double it.
 func (m *Manager) recordFailureLocked(err error) time.Duration {
 	now := m.now()
+	st := m.state.Load()
+	valid := st != nil && now.Before(st.expiredAt)
+
 	backoff := failureBackoffMin
 	if m.failure != nil {
-		backoff = min(2*m.failure.backoff, failureBackoffMax)
+		backoff = m.failure.backoff
+		if !valid {
+			backoff = min(2*backoff, failureBackoffMax)
+		}
 	}
 	retryAt := now.Add(backoff)
-	if st := m.state.Load(); st != nil && now.Before(st.expiredAt) {
+	if valid {
 		retryAt = now.Add(refreshPause)
 		if st.expiredAt.Before(retryAt) {
 			retryAt = st.expiredAt
@@ -427,12 +500,9 @@ func parseBaseURL(raw string) (*url.URL, error) {
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		// url.Error quotes the raw URL, which may hold a password; keep the cause only.
-		var urlErr *url.Error
-		if errors.As(err, &urlErr) {
-			err = urlErr.Err
-		}
-		return nil, newConfigError("norman: invalid base URL: %v: use an absolute URL such as https://api.example.com/v0", err)
+		// The parser's message quotes parts of the URL, which may include a
+		// password, so it is not passed on.
+		return nil, newConfigError("norman: invalid base URL: malformed URL: use an absolute URL such as https://api.example.com/v0")
 	}
 	if u.User != nil {
 		return nil, newConfigError("norman: invalid base URL %q: user info is not allowed: remove it and use an API key", redactURL(u))

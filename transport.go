@@ -21,9 +21,10 @@ import (
 //
 // Only requests whose scheme, host and port match the base URL, or an origin
 // named with [WithAllowedOrigins], get the token; any other request, such as
-// a redirect to another host, passes through unchanged. On requests to the
-// API the transport owns the Authorization header and replaces any value
-// already there.
+// a redirect to another host, passes through unchanged. While the manager's
+// base URL or origins are invalid, every request fails with that error
+// instead. On requests to the API the transport owns the Authorization
+// header and replaces any value already there.
 //
 // When the API answers 401 to a request, the transport logs in once more
 // and retries the request once, if its body can be replayed (it has GetBody,
@@ -60,6 +61,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	m := t.Manager
 	if m == nil {
 		return nil, errors.New("norman: Transport has no Manager: create it with NewTransport")
+	}
+	if m.now == nil {
+		return nil, errZeroManager
 	}
 	if req.URL == nil {
 		return nil, errors.New("norman: request has no URL")
@@ -169,6 +173,15 @@ func (t Transport) LogValue() slog.Value {
 	return slog.GroupValue(attrs...)
 }
 
+// CloseIdleConnections closes the idle connections of the base transport,
+// if it has such a method, so that [http.Client.CloseIdleConnections]
+// reaches through the Transport.
+func (t *Transport) CloseIdleConnections() {
+	if closer, ok := t.base().(interface{ CloseIdleConnections() }); ok {
+		closer.CloseIdleConnections()
+	}
+}
+
 func (t *Transport) base() http.RoundTripper {
 	if t.Base != nil {
 		return t.Base
@@ -261,7 +274,8 @@ func parseOrigins(base *url.URL, extra []string) ([]origin, error) {
 	for _, raw := range extra {
 		u, err := url.Parse(strings.TrimSpace(raw))
 		if err != nil {
-			return nil, newConfigError("norman: invalid allowed origin: %v: want scheme://host or scheme://host:port, such as https://files.example.com", errors.Unwrap(err))
+			// The parser's message may quote a password, so it is not passed on.
+			return nil, newConfigError("norman: invalid allowed origin: malformed URL: want scheme://host or scheme://host:port, such as https://files.example.com")
 		}
 		if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
 			u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
@@ -298,9 +312,13 @@ func isLoopback(host string) bool {
 // whose HTTPClient uses a Transport. It does not retry errors that no retry
 // can fix: a rejected API key, a missing API key or base URL, or a refused
 // insecure URL, or an invalid setting. Anything else it leaves to [retryablehttp.DefaultRetryPolicy].
+// It also stops at a token that failed verification ([ErrTokenInvalid]),
+// because the manager would return the same error until its login backoff
+// ends.
 func CheckRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
 	if err != nil && (errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrInsecureURL) ||
-		errors.Is(err, ErrNoAPIKey) || errors.Is(err, ErrNoBaseURL) || errors.As(err, new(*configError))) {
+		errors.Is(err, ErrNoAPIKey) || errors.Is(err, ErrNoBaseURL) || errors.Is(err, ErrTokenInvalid) ||
+		errors.As(err, new(*configError))) {
 		return false, err
 	}
 	return retryablehttp.DefaultRetryPolicy(ctx, resp, err)

@@ -13,7 +13,8 @@
 //	serve   run the local test server (package normantest) on a loopback
 //	        address until SIGINT or SIGTERM, for other programs' tests
 //	signup  create an account and save its new API key to a file
-//	login   log in with the API key and print the account ID and token expiry
+//	login   log in with the API key and print the account ID and token expiry,
+//	        and with -jwks-url or $NORMAN_JWKS_URL the verified ID token claims
 //	token   print a valid access token, for use as
 //	        curl -H "Authorization: Bearer $(norman token)" ...
 //	get     send an authenticated request to a path below the base URL
@@ -65,6 +66,9 @@ const environmentHelp = `Environment:
   NORMAN_BASE_URL  base URL of the API, ending in the API version, such as
                    https://api.example.com/v0; -base-url overrides it
   NORMAN_API_KEY   API key to log in with; -api-key-file overrides it
+  NORMAN_JWKS_URL  JSON Web Key Set that login, token and get verify the
+                   tokens against; unset means no verification; the -jwks-url
+                   flag of login overrides it
 `
 
 // command is one subcommand of norman.
@@ -201,8 +205,19 @@ func (env *environment) addGlobalFlags(fs *flag.FlagSet) {
 }
 
 func (env *environment) addBaseURLFlag(fs *flag.FlagSet) {
-	fs.StringVar(&env.baseURL, "base-url", env.baseURL,
+	fs.Var(quietString{&env.baseURL}, "base-url",
 		"base `URL` of the API, ending in the API version, such as https://api.example.com/v0 (default $NORMAN_BASE_URL)")
+}
+
+// quietString is a string flag whose value help text never prints, because
+// a base URL given before the command name may contain a password.
+type quietString struct{ value *string }
+
+func (q quietString) String() string { return "" }
+
+func (q quietString) Set(value string) error {
+	*q.value = value
+	return nil
 }
 
 func (env *environment) addAPIKeyFileFlag(fs *flag.FlagSet, usage string) {
@@ -353,7 +368,20 @@ func counted(n int, singular, plural string) string {
 func errorText(err error) string {
 	var urlErr *url.Error
 	if errors.As(err, &urlErr) && urlErr == err {
-		return urlErr.Op + " " + urlErr.URL + ": " + errorText(urlErr.Err)
+		return urlErr.Op + " " + withoutQuery(urlErr.URL) + ": " + errorText(urlErr.Err)
 	}
 	return strings.TrimPrefix(err.Error(), "norman: ")
+}
+
+// withoutQuery drops the user info, query and fragment of a URL, where
+// secrets are most often carried.
+func withoutQuery(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(malformed URL)"
+	}
+	u.User = nil
+	u.RawQuery = ""
+	u.Fragment = ""
+	return u.String()
 }
