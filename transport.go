@@ -95,20 +95,22 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // retryUnauthorized handles a 401 for the token in st: it logs in again and
-// sends req once more, or returns the 401 response when the body cannot be
-// replayed or no new token can be had.
+// sends req once more, or returns the 401 response when no new token can be
+// had or the body cannot be replayed.
 func (t *Transport) retryUnauthorized(req *http.Request, st *tokenState, resp *http.Response) (*http.Response, error) {
-	replayable := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
-	if !replayable {
-		return resp, nil
-	}
-
 	m := t.Manager
 	m.log().Warn("norman: API rejected the access token; logging in again",
 		"method", req.Method, "url", redactURL(req.URL), "account_id", st.accountID)
 	fresh, err := m.refreshAfterUnauthorized(req.Context(), st)
 	if err != nil {
 		m.log().Warn("norman: no new token after a 401; returning the response", "error", err)
+		return resp, nil
+	}
+
+	// The new token serves the requests that follow even when this one,
+	// whose body is gone, cannot be sent again.
+	replayable := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
+	if !replayable {
 		return resp, nil
 	}
 

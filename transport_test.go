@@ -765,7 +765,7 @@ func TestTransportOneShotBodyNoRetry(t *testing.T) {
 	s, srv := startLoginServer(t)
 	m := loopbackManager(s, srv, nil)
 	client := &http.Client{Transport: NewTransport(m, srv.Client().Transport)}
-	mustGetToken(t, m)
+	first := mustGetToken(t, m)
 	s.rejectIssued()
 
 	const payload = `{"stream":true}`
@@ -791,7 +791,12 @@ func TestTransportOneShotBodyNoRetry(t *testing.T) {
 	if !strings.Contains(string(body), "invalid access token") {
 		t.Errorf("got body %q, want the server's 401 body", body)
 	}
-	checkLogins(t, s, 1)
+	// The rejected token is replaced even though this request is not sent
+	// again, so the next request does not meet the same 401.
+	checkLogins(t, s, 2)
+	if got, err := m.AccessToken(); err != nil || got.Equal(first) {
+		t.Errorf("AccessToken after the 401: err %v, want a new token", err)
+	}
 	hits := s.apiHits()
 	if len(hits) != 1 {
 		t.Fatalf("got %d API requests, want 1", len(hits))

@@ -62,8 +62,10 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 	recorder := &statusRecorder{header: make(http.Header), status: http.StatusOK}
 	handler.ServeHTTP(recorder, r)
-	if allow := recorder.header.Get("Allow"); allow != "" {
-		w.Header().Set("Allow", allow)
+	for _, name := range []string{"Allow", "Location"} {
+		if value := recorder.header.Get(name); value != "" {
+			w.Header().Set(name, value)
+		}
 	}
 	s.writeDetail(w, recorder.status, http.StatusText(recorder.status))
 }
