@@ -80,9 +80,11 @@
 // When the API answers 401 to a request, the Transport makes one login,
 // shared by all requests that carried the same token, and retries the
 // request once if its body can be replayed. A second 401 is returned to the
-// caller. If a token from such a login is rejected before the API ever
-// accepted it, the next forced login waits a second, so a server that
-// rejects every token cannot drive a login per request.
+// caller. (If the retry used a newer token that another request had already
+// fetched, and that token is rejected too, one login is made for it and the
+// request is sent a last time.) Logins forced by 401s start at least a
+// second apart, and a request inside that second waits for it, so an
+// endpoint that rejects every token cannot drive a login per request.
 //
 // # Security
 //

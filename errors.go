@@ -92,10 +92,25 @@ func newAPIError(req *http.Request, resp *http.Response, body []byte, secrets ..
 	e.ErrorType = clip(scrub(e.ErrorType, secrets))
 	e.Message = clip(scrub(e.Message, secrets))
 	e.Cause = clip(scrub(e.Cause, secrets))
-	for i, s := range e.Suggestions {
-		e.Suggestions[i] = clip(scrub(s, secrets))
-	}
+	e.Suggestions = clipSuggestions(e.Suggestions, secrets)
 	return e
+}
+
+// clipSuggestions scrubs suggestions and keeps them while their total
+// length stays within maxErrorBody bytes. The first one is kept in any case,
+// clipped.
+func clipSuggestions(suggestions, secrets []string) []string {
+	var kept []string
+	room := maxErrorBody
+	for _, s := range suggestions {
+		s = clip(scrub(s, secrets))
+		if len(kept) > 0 && len(s) > room {
+			break
+		}
+		kept = append(kept, s)
+		room -= len(s) + len("; ") // as APIError.Error joins them
+	}
+	return kept
 }
 
 // parseErrorBody fills e from a Norman error object, a FastAPI
@@ -152,11 +167,18 @@ func clip(s string) string {
 	return s[:cut] + "..."
 }
 
-// scrub replaces each non-empty secret in s with "<redacted>".
+// scrub replaces each non-empty secret in s with "<redacted>". If the
+// replacements themselves form a secret again, which a secret that starts
+// or ends like "<redacted>" can do, the whole text becomes "<redacted>".
 func scrub(s string, secrets []string) string {
 	for _, secret := range secrets {
 		if secret != "" && strings.Contains(s, secret) {
 			s = strings.ReplaceAll(s, secret, redacted)
+		}
+	}
+	for _, secret := range secrets {
+		if secret != "" && strings.Contains(s, secret) {
+			return redacted
 		}
 	}
 	return s

@@ -25,27 +25,29 @@ import (
 //
 // A Manager prints, logs and marshals without its API key or tokens.
 type Manager struct {
-	base       *url.URL      // nil when configErr is set
-	origins    []origin      // base URL's origin first, then WithAllowedOrigins
-	configErr  error         // invalid base URL, origin or JWKS URL, reported by every call
-	httpClient *http.Client  // for logins; never follows redirects
-	verifier   *jwksVerifier // nil when tokens are not verified
-	retry      retryPolicy
-	logger     *slog.Logger // nil means slog.Default()
-	now        func() time.Time
+	base           *url.URL      // nil when configErr is set
+	origins        []origin      // base URL's origin first, then WithAllowedOrigins
+	configErr      error         // invalid base URL, origin or JWKS URL, reported by every call
+	httpClient     *http.Client  // for logins; never follows redirects
+	verifier       *jwksVerifier // nil when tokens are not verified
+	retry          retryPolicy
+	forcedInterval time.Duration // minimum time between logins forced by 401s
+	logger         *slog.Logger  // nil means slog.Default()
+	now            func() time.Time
 
 	state atomic.Pointer[tokenState] // nil before the first login and after SetAPIKey
 
-	mu        sync.Mutex // guards the fields below
-	apiKey    Sensitive[string]
-	apiKeyErr error      // the last SetAPIKey value was invalid
-	keyGen    uint64     // incremented by SetAPIKey, so late logins with an old key are dropped
-	flight    *loginCall // the login in progress, if any
-	failure   *loginFailure
+	mu              sync.Mutex // guards the fields below
+	apiKey          Sensitive[string]
+	apiKeyErr       error      // the last SetAPIKey value was invalid
+	keyGen          uint64     // incremented by SetAPIKey, so late logins with an old key are dropped
+	flight          *loginCall // the login in progress, if any
+	lastForcedLogin time.Time  // real clock: start of the last login forced by a 401
+	failure         *loginFailure
 }
 
-// tokenState is the result of one login. It is immutable, except for
-// accepted, so the fast path reads it without a lock.
+// tokenState is the result of one login. It is immutable, so the fast path
+// reads it without a lock.
 type tokenState struct {
 	access    Sensitive[string]
 	id        Sensitive[string]
@@ -57,10 +59,7 @@ type tokenState struct {
 	lifetime   time.Duration  // exp minus the receipt time on the server's clock
 	staleAt    time.Time      // local clock: a background refresh starts here
 	expiredAt  time.Time      // local clock: the token is no longer sent
-	forced     bool           // this login followed a 401 for the previous token
 	idClaims   *IDTokenClaims // nil unless the ID token was verified
-
-	accepted atomic.Bool // the API answered a request with this token with something other than 401
 }
 
 // loginCall is one login that any number of goroutines wait for.
@@ -68,7 +67,6 @@ type loginCall struct {
 	done   chan struct{}      // closed when state and err are set
 	cancel context.CancelFunc // ends the login early, when the API key changes
 	keyGen uint64
-	forced bool
 	state  *tokenState
 	err    error
 }
@@ -111,6 +109,7 @@ func NewManager(opts ...Option) *Manager {
 		m.verifier = newJWKSVerifier(jwksURL, o, m.httpClient, m.log)
 	}
 	m.retry = o.retry
+	m.forcedInterval = o.forcedInterval
 	m.setAPIKeyLocked(o.apiKey)
 	return m
 }
@@ -208,13 +207,17 @@ func (m *Manager) IDTokenClaims() (*IDTokenClaims, error) {
 // fetches the set again, on the calling goroutine, only when a token names
 // an unknown kid.
 //
-// Close does not interrupt a login in progress. It is safe to call more
-// than once and concurrently with other methods. It always returns nil;
-// the result lets a Manager be used as an [io.Closer]. A manager that does
-// not verify tokens has no background work, and Close does nothing.
+// Close also closes the idle connections of the login client, which keep
+// goroutines alive until the connections time out. It does not interrupt a
+// login in progress. It is safe to call more than once and concurrently
+// with other methods. It always returns nil; the result lets a Manager be
+// used as an [io.Closer].
 func (m *Manager) Close() error {
 	if m.verifier != nil {
 		m.verifier.close()
+	}
+	if m.httpClient != nil {
+		m.httpClient.CloseIdleConnections()
 	}
 	return nil
 }
@@ -301,7 +304,7 @@ func (m *Manager) refreshState(ctx context.Context) (*tokenState, error) {
 				}
 				return nil, f.err
 			}
-			call = m.startLoginLocked(refreshReason(st, valid), false)
+			call = m.startLoginLocked(refreshReason(st, valid))
 		}
 		m.mu.Unlock()
 
@@ -317,41 +320,65 @@ func (m *Manager) refreshState(ctx context.Context) (*tokenState, error) {
 }
 
 // refreshAfterUnauthorized returns a token to retry with after the API
-// answered 401 to a request that carried sent. Concurrent callers for the
-// same token share one login. It returns an error when no retry should be
-// made: the login failed, or sent came from a login that itself followed a
-// 401 and was never accepted, which means the server rejects fresh tokens.
-func (m *Manager) refreshAfterUnauthorized(ctx context.Context, sent *tokenState) (*tokenState, error) {
-	m.mu.Lock()
-	now := m.now()
-	current := m.state.Load()
-	if current != sent && current != nil && now.Before(current.expiredAt) {
+// answered 401 to a request that carried sent, and whether it comes from a
+// login made or joined for this 401. Concurrent callers for the same token
+// share one login, and logins forced by 401s start at least a second apart
+// (forcedLoginInterval): a caller inside that interval waits for its end. It returns an error when the login fails or ctx ends.
+func (m *Manager) refreshAfterUnauthorized(ctx context.Context, sent *tokenState) (*tokenState, bool, error) {
+	for {
+		m.mu.Lock()
+		now := m.now()
+		current := m.state.Load()
+		if current != sent && current != nil && now.Before(current.expiredAt) {
+			m.mu.Unlock()
+			return current, false, nil
+		}
+
+		call := m.flight
+		if call == nil {
+			if err := m.usableLocked(); err != nil {
+				m.mu.Unlock()
+				return nil, false, err
+			}
+			// A paused background refresh does not hold back this login,
+			// because the token it would have refreshed is known to be dead.
+			// The backoff after failed logins still applies.
+			if f := m.failure; f != nil && now.Before(f.failedAt.Add(f.backoff)) {
+				m.mu.Unlock()
+				return nil, false, f.err
+			}
+			// The interval is measured on the real clock: it paces requests,
+			// not token lifetimes.
+			if wait := m.forcedInterval - time.Since(m.lastForcedLogin); wait > 0 {
+				m.mu.Unlock()
+				if err := sleep(ctx, wait); err != nil {
+					return nil, false, err
+				}
+				continue
+			}
+			m.lastForcedLogin = time.Now()
+			call = m.startLoginLocked("token rejected")
+		}
 		m.mu.Unlock()
-		return current, nil
-	}
 
-	call := m.flight
-	if call == nil {
-		if err := m.usableLocked(); err != nil {
-			m.mu.Unlock()
-			return nil, err
+		st, err := call.wait(ctx)
+		if errors.Is(err, errAPIKeyChanged) {
+			continue
 		}
-		if sent.forced && !sent.accepted.Load() && now.Sub(sent.receivedAt) < rejectedTokenPause {
-			m.mu.Unlock()
-			return nil, errors.New("norman: the API rejected a token from a fresh login")
-		}
-		// A paused background refresh does not hold back this login, because
-		// the token it would have refreshed is now known to be dead; the
-		// backoff after failed logins still applies.
-		if f := m.failure; f != nil && now.Before(f.failedAt.Add(f.backoff)) {
-			m.mu.Unlock()
-			return nil, f.err
-		}
-		call = m.startLoginLocked("token rejected", true)
+		return st, err == nil, err
 	}
-	m.mu.Unlock()
+}
 
-	return call.wait(ctx)
+// sleep waits for d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // usableLocked reports a configuration error that rules out any login.
@@ -382,9 +409,9 @@ func refreshReason(st *tokenState, valid bool) string {
 // a caller who gives up does not fail the others, and values of one caller's
 // context, such as an httptrace.ClientTrace, do not fire for a login that
 // serves them all.
-func (m *Manager) startLoginLocked(reason string, forced bool) *loginCall {
+func (m *Manager) startLoginLocked(reason string) *loginCall {
 	ctx, cancel := context.WithTimeout(context.Background(), loginTimeout)
-	call := &loginCall{done: make(chan struct{}), cancel: cancel, keyGen: m.keyGen, forced: forced}
+	call := &loginCall{done: make(chan struct{}), cancel: cancel, keyGen: m.keyGen}
 	m.flight = call
 	go m.runLogin(ctx, call, m.apiKey, reason)
 	return call
@@ -397,9 +424,6 @@ func (m *Manager) runLogin(ctx context.Context, call *loginCall, key Sensitive[s
 	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
 		// Keep the caller from mistaking this for the end of its own context.
 		err = fmt.Errorf("norman: login timed out after %s: check the base URL and the server", loginTimeout)
-	}
-	if st != nil {
-		st.forced = call.forced
 	}
 
 	m.mu.Lock()
@@ -525,8 +549,8 @@ func parseBaseURL(raw string) (*url.URL, error) {
 func cleanSecret(field, value string) (string, error) {
 	value = strings.TrimSpace(value)
 	for _, r := range value {
-		if unicode.IsControl(r) {
-			return "", fmt.Errorf("norman: invalid %s: it contains a control character; copy the value again without line breaks or escape codes", field)
+		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
+			return "", fmt.Errorf("norman: invalid %s: it contains a control or invisible formatting character; copy the value again without line breaks, escape codes or zero-width characters", field)
 		}
 	}
 	return value, nil

@@ -20,7 +20,7 @@ var (
 	unknownExpiryLifetime = 1 * time.Minute  // lifetime of a token whose exp cannot be read
 	maxExpiryMargin       = 30 * time.Second // a token counts as expired this long before exp
 	maxStaleWindow        = 5 * time.Minute  // a background refresh starts this long before exp
-	rejectedTokenPause    = 1 * time.Second  // minimum age of a never-accepted token before a 401 for it forces another login
+	forcedLoginInterval   = 1 * time.Second  // minimum time between two logins forced by 401s
 	maxResponseBody       = int64(1 << 20)   // largest login or signup response read
 )
 
@@ -36,19 +36,20 @@ const (
 type Option func(*options)
 
 type options struct {
-	baseURL    string
-	baseURLSet bool
-	apiKey     string
-	apiKeySet  bool
-	httpClient *http.Client
-	logger     *slog.Logger
-	now        func() time.Time
-	origins    []string
-	retry      retryPolicy
-	jwksURL    string
-	jwksURLSet bool
-	audience   string
-	issuer     string
+	baseURL        string
+	baseURLSet     bool
+	apiKey         string
+	apiKeySet      bool
+	httpClient     *http.Client
+	logger         *slog.Logger
+	now            func() time.Time
+	origins        []string
+	retry          retryPolicy
+	forcedInterval time.Duration
+	jwksURL        string
+	jwksURLSet     bool
+	audience       string
+	issuer         string
 }
 
 // retryPolicy controls the retries of one login.
@@ -142,10 +143,18 @@ func withLoginRetry(maxRetries int, waitMin, waitMax time.Duration) Option {
 	return func(o *options) { o.retry = retryPolicy{max: maxRetries, waitMin: waitMin, waitMax: waitMax} }
 }
 
+// withForcedLoginInterval sets the minimum time between logins forced by
+// 401s, so that tests can make it long enough to observe or short enough
+// not to wait.
+func withForcedLoginInterval(d time.Duration) Option {
+	return func(o *options) { o.forcedInterval = d }
+}
+
 // newOptions applies opts over the defaults and the environment.
 func newOptions(opts []Option) *options {
 	o := &options{
-		retry: retryPolicy{max: loginRetryMax, waitMin: loginRetryWaitMin, waitMax: loginRetryWaitMax},
+		retry:          retryPolicy{max: loginRetryMax, waitMin: loginRetryWaitMin, waitMax: loginRetryWaitMax},
+		forcedInterval: forcedLoginInterval,
 	}
 	for _, opt := range opts {
 		if opt != nil {

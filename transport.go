@@ -86,50 +86,51 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	closeBody = false
 	resp, err := t.base().RoundTrip(withAuthorization(req, st))
 	if err != nil || resp.StatusCode != http.StatusUnauthorized {
-		if err == nil && !st.accepted.Load() {
-			st.accepted.Store(true)
-		}
 		return resp, err
 	}
 	return t.retryUnauthorized(req, st, resp)
 }
 
-// retryUnauthorized handles a 401 for the token in st: it logs in again and
-// sends req once more, or returns the 401 response when no new token can be
-// had or the body cannot be replayed.
+// retryUnauthorized handles a 401 for the token in st: it gets a new token
+// and sends req once more, or returns the 401 response when no new token can
+// be had or the body cannot be replayed. A newer token that was already
+// cached, rather than fetched for this 401, may have been revoked too: if
+// it also gets a 401, one login is made for it and req is sent a last time.
 func (t *Transport) retryUnauthorized(req *http.Request, st *tokenState, resp *http.Response) (*http.Response, error) {
 	m := t.Manager
-	m.log().Warn("norman: API rejected the access token; logging in again",
-		"method", req.Method, "url", redactURL(req.URL), "account_id", st.accountID)
-	fresh, err := m.refreshAfterUnauthorized(req.Context(), st)
-	if err != nil {
-		m.log().Warn("norman: no new token after a 401; returning the response", "error", err)
-		return resp, nil
-	}
-
-	// The new token serves the requests that follow even when this one,
-	// whose body is gone, cannot be sent again.
 	replayable := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
-	if !replayable {
-		return resp, nil
-	}
 
-	retry := withAuthorization(req, fresh)
-	if req.GetBody != nil && req.Body != nil && req.Body != http.NoBody {
-		body, err := req.GetBody()
+	for attempt := 1; ; attempt++ {
+		m.log().Warn("norman: API rejected the access token; logging in again",
+			"method", req.Method, "url", redactURL(req.URL), "account_id", st.accountID)
+		fresh, loggedIn, err := m.refreshAfterUnauthorized(req.Context(), st)
 		if err != nil {
-			m.log().Warn("norman: cannot replay the request body; returning the 401 response", "error", err)
+			m.log().Warn("norman: no new token after a 401; returning the response", "error", err)
 			return resp, nil
 		}
-		retry.Body = body
-	}
 
-	discard(resp)
-	resp, err = t.base().RoundTrip(retry)
-	if err == nil && resp.StatusCode != http.StatusUnauthorized && !fresh.accepted.Load() {
-		fresh.accepted.Store(true)
+		// The new token serves the requests that follow even when this one,
+		// whose body is gone, cannot be sent again.
+		if !replayable {
+			return resp, nil
+		}
+		retry := withAuthorization(req, fresh)
+		if req.GetBody != nil && req.Body != nil && req.Body != http.NoBody {
+			body, err := req.GetBody()
+			if err != nil {
+				m.log().Warn("norman: cannot replay the request body; returning the 401 response", "error", err)
+				return resp, nil
+			}
+			retry.Body = body
+		}
+
+		discard(resp)
+		resp, err = t.base().RoundTrip(retry)
+		if err != nil || resp.StatusCode != http.StatusUnauthorized || loggedIn || attempt == 2 {
+			return resp, err
+		}
+		st = fresh
 	}
-	return resp, err
 }
 
 // String describes the transport without secrets: the manager's

@@ -718,12 +718,16 @@ func TestTransportSecond401Returned(t *testing.T) {
 	clock := newStepClock()
 	s, srv := startLoginServer(t)
 	s.configure(func(s *loginServer) { s.now, s.rejectAll = clock.Now, true })
-	m := loopbackManager(s, srv, clock)
+	m := loopbackManager(s, srv, clock, withForcedLoginInterval(time.Hour))
 	client := &http.Client{Transport: NewTransport(m, srv.Client().Transport)}
 
-	send := func() {
+	send := func(ctx context.Context) {
 		t.Helper()
-		resp, err := client.Post(s.URL+"/echo", "application/json", bytes.NewReader([]byte(`{}`)))
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.URL+"/echo", bytes.NewReader([]byte(`{}`)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := client.Do(req)
 		if err != nil {
 			t.Fatalf("request: %v", err)
 		}
@@ -744,20 +748,43 @@ func TestTransportSecond401Returned(t *testing.T) {
 	}
 
 	// Login, 401, one more login, retry, 401 to the caller.
-	send()
+	send(context.Background())
 	checkLogins(t, s, 2)
 	wantHits(2)
 
-	// The token from that login was never accepted: no login right away.
-	send()
+	// Inside the interval between forced logins the caller waits; one whose
+	// context ends first gets the 401, and no login is made.
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	send(ctx)
 	checkLogins(t, s, 2)
 	wantHits(3)
+}
 
-	// Later, one login and one retry per request at most.
-	clock.Advance(rejectedTokenPause)
-	send()
-	checkLogins(t, s, 3)
-	wantHits(5)
+func TestTransportForcedLoginsSpaced(t *testing.T) {
+	t.Parallel()
+	s, srv := startLoginServer(t)
+	s.configure(func(s *loginServer) { s.rejectAll = true })
+	m := loopbackManager(s, srv, nil, withForcedLoginInterval(0))
+	client := &http.Client{Transport: NewTransport(m, srv.Client().Transport)}
+
+	// Without an interval, each request makes one forced login and one
+	// retry at most, never a loop.
+	const requests = 3
+	for range requests {
+		resp, err := client.Post(s.URL+"/echo", "application/json", bytes.NewReader([]byte(`{}`)))
+		if err != nil {
+			t.Fatalf("request: %v", err)
+		}
+		discard(resp)
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("got status %d, want 401", resp.StatusCode)
+		}
+	}
+	checkLogins(t, s, 1+requests)
+	if got := len(s.apiHits()); got != 2*requests {
+		t.Errorf("got %d API requests, want %d", got, 2*requests)
+	}
 }
 
 func TestTransportOneShotBodyNoRetry(t *testing.T) {
