@@ -168,7 +168,7 @@ func FuzzLoginResponse(f *testing.F) {
 				}, nil
 			})}),
 		)
-		st, err := m.doLogin(context.Background(), NewSensitive(aliceKey))
+		st, err := m.doLogin(context.Background(), NewSensitive(aliceKey), nil)
 		if err != nil {
 			checkNoFuzzedSecret(t, "login error", err.Error(), wantAccess)
 			checkNoFuzzedSecret(t, "login error", err.Error(), wantID)

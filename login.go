@@ -18,8 +18,9 @@ import (
 const loginPath = "authenticate/login/key"
 
 // doLogin logs in with key and returns the new token state. It does not
-// touch the manager's state.
-func (m *Manager) doLogin(ctx context.Context, key Sensitive[string]) (*tokenState, error) {
+// touch the manager's state. If onPause is not nil, it is called with the
+// end of each wait between attempts as the wait starts.
+func (m *Manager) doLogin(ctx context.Context, key Sensitive[string], onPause func(time.Time)) (*tokenState, error) {
 	body, err := json.Marshal(struct {
 		APIKey string `json:"api_key"`
 	}{key.Value()})
@@ -32,7 +33,7 @@ func (m *Manager) doLogin(ctx context.Context, key Sensitive[string]) (*tokenSta
 	}
 	setJSONHeaders(req.Header)
 
-	resp, err := m.retryingClient().Do(req)
+	resp, err := m.retryingClient(onPause).Do(req)
 	if err != nil {
 		if resp != nil {
 			resp.Body.Close()
@@ -170,15 +171,22 @@ func serverClock(local time.Time, date string) time.Time {
 }
 
 // retryingClient returns a retryablehttp client for one login. It is built
-// per login so that its hooks can count that login's attempts.
-func (m *Manager) retryingClient() *retryablehttp.Client {
+// per login so that its hooks can count that login's attempts and report
+// its waits to onPause.
+func (m *Manager) retryingClient(onPause func(time.Time)) *retryablehttp.Client {
 	attempt := 0
 	return &retryablehttp.Client{
 		HTTPClient:   m.httpClient,
 		RetryWaitMin: m.retry.waitMin,
 		RetryWaitMax: m.retry.waitMax,
 		RetryMax:     m.retry.max,
-		Backoff:      retryablehttp.DefaultBackoff,
+		Backoff: func(waitMin, waitMax time.Duration, attemptNum int, resp *http.Response) time.Duration {
+			wait := retryablehttp.DefaultBackoff(waitMin, waitMax, attemptNum, resp)
+			if onPause != nil {
+				onPause(time.Now().Add(wait))
+			}
+			return wait
+		},
 		ErrorHandler: retryablehttp.PassthroughErrorHandler,
 		CheckRetry: func(ctx context.Context, resp *http.Response, err error) (bool, error) {
 			attempt++

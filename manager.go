@@ -69,6 +69,10 @@ type loginCall struct {
 	keyGen uint64
 	state  *tokenState
 	err    error
+
+	pauseMu    sync.Mutex    // guards the fields below
+	nextTry    time.Time     // real clock: end of the current wait between attempts
+	pauseStart chan struct{} // closed, and replaced, when a wait between attempts starts
 }
 
 // loginFailure pauses logins after one failed.
@@ -411,7 +415,7 @@ func refreshReason(st *tokenState, valid bool) string {
 // serves them all.
 func (m *Manager) startLoginLocked(reason string) *loginCall {
 	ctx, cancel := context.WithTimeout(context.Background(), loginTimeout)
-	call := &loginCall{done: make(chan struct{}), cancel: cancel, keyGen: m.keyGen}
+	call := &loginCall{done: make(chan struct{}), cancel: cancel, keyGen: m.keyGen, pauseStart: make(chan struct{})}
 	m.flight = call
 	go m.runLogin(ctx, call, m.apiKey, reason)
 	return call
@@ -420,7 +424,7 @@ func (m *Manager) startLoginLocked(reason string) *loginCall {
 func (m *Manager) runLogin(ctx context.Context, call *loginCall, key Sensitive[string], reason string) {
 	defer call.cancel()
 
-	st, err := m.doLogin(ctx, key)
+	st, err := m.doLogin(ctx, key, call.announcePause)
 	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
 		// Keep the caller from mistaking this for the end of its own context.
 		err = fmt.Errorf("norman: login timed out after %s: check the base URL and the server", loginTimeout)
@@ -484,14 +488,40 @@ func (m *Manager) recordFailureLocked(err error) time.Duration {
 	return retryAt.Sub(now)
 }
 
-// wait returns the login's result, or ctx.Err() if ctx ends first.
+// wait returns the login's result, or ctx.Err() if ctx ends first. When
+// the login pauses between attempts until after ctx's deadline, as a long
+// Retry-After asks, wait returns at once with an error that says until
+// when, and that matches [context.DeadlineExceeded].
 func (c *loginCall) wait(ctx context.Context) (*tokenState, error) {
-	select {
-	case <-c.done:
-		return c.state, c.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	deadline, hasDeadline := ctx.Deadline()
+	for {
+		c.pauseMu.Lock()
+		nextTry, pauseStart := c.nextTry, c.pauseStart
+		c.pauseMu.Unlock()
+		if hasDeadline && nextTry.After(deadline) {
+			return nil, fmt.Errorf("norman: login pauses until %s before its next attempt, after this call's deadline; try again then: %w",
+				nextTry.UTC().Format(time.RFC3339), context.DeadlineExceeded)
+		}
+
+		select {
+		case <-c.done:
+			return c.state, c.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-pauseStart:
+		}
 	}
+}
+
+// announcePause records that the login waits until nextTry before its next
+// attempt, and wakes the waiters so that they can compare it with their
+// deadlines.
+func (c *loginCall) announcePause(nextTry time.Time) {
+	c.pauseMu.Lock()
+	defer c.pauseMu.Unlock()
+	c.nextTry = nextTry
+	close(c.pauseStart)
+	c.pauseStart = make(chan struct{})
 }
 
 func (m *Manager) log() *slog.Logger {

@@ -981,6 +981,43 @@ func TestManagerLoginIgnoresLongRetryAfter(t *testing.T) {
 	}
 }
 
+func TestManagerRetryAfterPastCallerDeadline(t *testing.T) {
+	t.Parallel()
+	s, srv := startLoginServer(t)
+	s.configure(func(s *loginServer) {
+		s.reply = func(w http.ResponseWriter, n int, _ string) bool {
+			if n > 1 {
+				return false
+			}
+			// Within the login's own timeout, so the login waits for it.
+			w.Header().Set("Retry-After", "20")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return true
+		}
+	})
+	m := loopbackManager(s, srv, nil, withLoginRetry(3, time.Millisecond, 5*time.Millisecond))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := m.Token(ctx)
+	if err == nil {
+		t.Fatal("Token succeeded, want an error saying when the login retries")
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("Token waited until the caller's deadline: %v", err)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("got error %v, want one matching context.DeadlineExceeded", err)
+	}
+	if !strings.Contains(err.Error(), "pauses until") {
+		t.Errorf("got error %q, want it to say until when the login pauses", err)
+	}
+	checkLogins(t, s, 1)
+
+	// Changing the key ends the paused login, so no goroutine outlives the test.
+	m.SetAPIKey("nk-test-other")
+}
+
 func TestManagerLoginIgnoresRedirect(t *testing.T) {
 	t.Parallel()
 	tests := []int{http.StatusFound, http.StatusTemporaryRedirect, http.StatusPermanentRedirect}
