@@ -68,7 +68,10 @@
 // # Failures
 //
 // A login retries network errors, 5xx and 429 answers up to 3 times, waiting
-// about 5 s in all and honouring Retry-After. A login that still fails is
+// about 5 s in all and honouring Retry-After. A Retry-After that would
+// outlast the login's timeout ends the login with an error, and a caller
+// whose deadline comes before the next attempt gets an error at once that
+// names the time of that attempt. A login that still fails is
 // remembered: callers get its error at once until a backoff has passed,
 // starting at 1 s and doubling to 30 s, so a bad API key does not flood the
 // login endpoint. A login answered 401 or 403 returns an error that matches
