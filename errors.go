@@ -267,7 +267,7 @@ func (e *rejectedKeyError) Error() string {
 	if e.apiErr.Cause != "" {
 		msg += ": " + e.apiErr.Cause
 	}
-	return msg + "): check the key, then call SetAPIKey or set NORMAN_API_KEY"
+	return msg + "): check the API key given with WithAPIKey, SetAPIKey or NORMAN_API_KEY"
 }
 
 func (e *rejectedKeyError) Unwrap() []error { return []error{ErrUnauthorized, e.apiErr} }

@@ -370,13 +370,13 @@ func TestRejectedKeyErrorMatching(t *testing.T) {
 		}
 	}
 
-	want := "norman: API key rejected by https://api.norman.invalid/v0/authenticate/login/key (401 Unauthorized: The API key is not valid.): check the key, then call SetAPIKey or set NORMAN_API_KEY"
+	want := "norman: API key rejected by https://api.norman.invalid/v0/authenticate/login/key (401 Unauthorized: The API key is not valid.): check the API key given with WithAPIKey, SetAPIKey or NORMAN_API_KEY"
 	if got := err.Error(); got != want {
 		t.Errorf("Error() = %q\nwant      %q", got, want)
 	}
 
 	apiErr.Message = ""
-	want = "norman: API key rejected by https://api.norman.invalid/v0/authenticate/login/key (401 Unauthorized): check the key, then call SetAPIKey or set NORMAN_API_KEY"
+	want = "norman: API key rejected by https://api.norman.invalid/v0/authenticate/login/key (401 Unauthorized): check the API key given with WithAPIKey, SetAPIKey or NORMAN_API_KEY"
 	if got := err.Error(); got != want {
 		t.Errorf("Error() without a message = %q\nwant      %q", got, want)
 	}

@@ -475,6 +475,7 @@ in -api-key-file or $NORMAN_API_KEY, or with -write-key a new random key
 	srv.SetTokenLifetime(lifetime)
 
 	fmt.Fprintf(env.stdout, "Base URL: %s\n", srv.URL)
+	fmt.Fprintf(env.stdout, "JWKS URL: %s\n", srv.JWKSURL())
 	fmt.Fprintf(env.stdout, "The Norman test server is listening; each access token it issues is valid for %s.\n",
 		time.Duration(lifetimeSeconds(lifetime))*time.Second)
 	if account != "" {

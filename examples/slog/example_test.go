@@ -57,7 +57,7 @@ func Example() {
 	// {"level":"WARN","msg":"norman: API rejected the access token; logging in again","method":"POST","url":"BASE_URL/authenticate/accounts/get","account_id":"ACCOUNT_ID"}
 	// {"level":"DEBUG","msg":"norman: logged in","reason":"token rejected","account_id":"ACCOUNT_ID","expires_in":"1h0m0s","expires_at":"2026-01-02T04:04:05Z"}
 	// {"level":"DEBUG","msg":"norman: API key changed; cached tokens dropped"}
-	// {"level":"WARN","msg":"norman: login failed","reason":"no token","error":"norman: API key rejected by BASE_URL/authenticate/login/key (401 Unauthorized: Authentication failed: The API key is not valid.): check the key, then call SetAPIKey or set NORMAN_API_KEY","retry_in":"1s"}
+	// {"level":"WARN","msg":"norman: login failed","reason":"no token","error":"norman: API key rejected by BASE_URL/authenticate/login/key (401 Unauthorized: Authentication failed: The API key is not valid.): check the API key given with WithAPIKey, SetAPIKey or NORMAN_API_KEY","retry_in":"1s"}
 }
 
 // stableAttrs returns a ReplaceAttr function that makes the records of the
