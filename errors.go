@@ -154,13 +154,16 @@ func jsonText(raw json.RawMessage) string {
 	return strings.Join(strings.Fields(string(raw)), " ")
 }
 
-// clip shortens s to at most maxErrorBody bytes without splitting a UTF-8
-// sequence.
-func clip(s string) string {
-	if len(s) <= maxErrorBody {
+// clip shortens s to at most maxErrorBody bytes, then "...".
+func clip(s string) string { return clipTo(s, maxErrorBody) }
+
+// clipTo shortens s to at most n bytes, then "...", without splitting a
+// UTF-8 sequence.
+func clipTo(s string, n int) string {
+	if len(s) <= n {
 		return s
 	}
-	cut := maxErrorBody
+	cut := n
 	for cut > 0 && !utf8.RuneStart(s[cut]) {
 		cut--
 	}

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/MicahParks/jwkset"
 	"github.com/MicahParks/keyfunc/v3"
@@ -405,18 +404,8 @@ func fetchCause(err error) string {
 	return strings.Join(strings.Fields(err.Error()), " ")
 }
 
-// clipClaim shortens a claim value or header for an error message, without
-// splitting a UTF-8 sequence.
-func clipClaim(s string) string {
-	if len(s) <= maxClaimText {
-		return s
-	}
-	cut := maxClaimText
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "..."
-}
+// clipClaim shortens a claim value or header for an error message.
+func clipClaim(s string) string { return clipTo(s, maxClaimText) }
 
 func numericDateTime(d *jwt.NumericDate) time.Time {
 	if d == nil {
