@@ -116,24 +116,9 @@ func parseJWKSURL(raw string) (*url.URL, error) {
 	if raw == "" {
 		return nil, nil
 	}
-	const example = "https://api.example.com/v0/.well-known/jwks.json"
-	u, err := url.Parse(raw)
+	u, err := parseServiceURL("JWKS URL", raw, "https://api.example.com/v0/.well-known/jwks.json")
 	if err != nil {
-		// url.Error quotes the raw URL, which may hold a password; keep the cause only.
-		var urlErr *url.Error
-		if errors.As(err, &urlErr) {
-			err = urlErr.Err
-		}
-		return nil, newConfigError("norman: invalid JWKS URL: %v: use an absolute URL such as %s", err, example)
-	}
-	if u.User != nil {
-		return nil, newConfigError("norman: invalid JWKS URL %q: user info is not allowed: remove it", redactURL(u))
-	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, newConfigError("norman: invalid JWKS URL %q: want an absolute http or https URL such as %s", redactURL(u), example)
-	}
-	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
-		return nil, newConfigError("norman: invalid JWKS URL %q: a query or fragment is not allowed", redactURL(u))
+		return nil, err
 	}
 	if err := checkSecure(u); err != nil {
 		return nil, &configError{

@@ -545,30 +545,41 @@ func joinURL(base *url.URL, path string) string {
 	return u.String()
 }
 
-// parseBaseURL checks a base URL: absolute, http or https, no user info,
-// query or fragment, and plain http only for loopback hosts.
+// parseBaseURL checks a base URL with parseServiceURL.
 func parseBaseURL(raw string) (*url.URL, error) {
 	raw = strings.TrimSpace(raw)
 	if raw == "" {
 		return nil, ErrNoBaseURL
 	}
+	u, err := parseServiceURL("base URL", raw, "https://api.example.com/v0")
+	if err != nil {
+		return nil, err
+	}
+	if err := checkSecure(u); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+// parseServiceURL checks a URL that the manager sends credentials to or
+// trusts keys from: absolute, http or https, and without user info, query
+// or fragment. The error names the setting and shows example, a valid URL.
+// Plain HTTP is left to checkSecure.
+func parseServiceURL(setting, raw, example string) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		// The parser's message quotes parts of the URL, which may include a
 		// password, so it is not passed on.
-		return nil, newConfigError("norman: invalid base URL: malformed URL: use an absolute URL such as https://api.example.com/v0")
+		return nil, newConfigError("norman: invalid %s: malformed URL: use an absolute URL such as %s", setting, example)
 	}
 	if u.User != nil {
-		return nil, newConfigError("norman: invalid base URL %q: user info is not allowed: remove it and use an API key", redactURL(u))
+		return nil, newConfigError("norman: invalid %s %q: user info is not allowed: remove it", setting, redactURL(u))
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, newConfigError("norman: invalid base URL %q: want an absolute http or https URL such as https://api.example.com/v0", redactURL(u))
+		return nil, newConfigError("norman: invalid %s %q: want an absolute http or https URL such as %s", setting, redactURL(u), example)
 	}
 	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
-		return nil, newConfigError("norman: invalid base URL %q: a query or fragment is not allowed", redactURL(u))
-	}
-	if err := checkSecure(u); err != nil {
-		return nil, err
+		return nil, newConfigError("norman: invalid %s %q: a query or fragment is not allowed", setting, redactURL(u))
 	}
 	return u, nil
 }
