@@ -462,6 +462,8 @@ func TestCheckRetry(t *testing.T) {
 	rejected := &rejectedKeyError{apiErr: &APIError{StatusCode: 401, Method: "POST", URL: "https://api.norman.invalid/v0/authenticate/login/key"}}
 	insecure := fmt.Errorf("%w to http://api.norman.invalid: use https", ErrInsecureURL)
 	config := newConfigError("norman: invalid base URL %q", "ftp://api.norman.invalid/v0")
+	loginRedirect := &APIError{StatusCode: http.StatusTemporaryRedirect, Method: "POST"}
+	loginNotFound := &APIError{StatusCode: http.StatusNotFound, Method: "POST"}
 	inURLError := func(err error) error {
 		return &url.Error{Op: "Post", URL: "https://api.norman.invalid/v0/models/get", Err: err}
 	}
@@ -491,6 +493,11 @@ func TestCheckRetry(t *testing.T) {
 		{name: "config error", err: config, wantErr: config},
 		{name: "config error in url.Error", err: inURLError(config), wantErr: config},
 		{name: "wrapped config error in url.Error", err: inURLError(fmt.Errorf("login: %w", config)), wantErr: config},
+		{name: "login redirect in url.Error", err: inURLError(loginRedirect), wantErr: loginRedirect},
+		{name: "login 404", err: loginNotFound, wantErr: loginNotFound},
+		{name: "login 429", err: &APIError{StatusCode: 429}, wantRetry: true},
+		{name: "login 408", err: &APIError{StatusCode: 408}, wantRetry: true},
+		{name: "login 503", err: &APIError{StatusCode: 503}, wantRetry: true},
 		{name: "503", resp: response(503), wantRetry: true},
 		{name: "500", resp: response(500), wantRetry: true},
 		{name: "429", resp: response(429), wantRetry: true},

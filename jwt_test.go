@@ -306,7 +306,7 @@ func sameUnixInstant(got time.Time, seconds float64) bool {
 	return math.Abs(diff) < 1e-6
 }
 
-func FuzzReadTokenTimes(f *testing.F) {
+func FuzzExpiry(f *testing.F) {
 	for _, sample := range readJWTSamples(f) {
 		f.Add(sample.token)
 	}

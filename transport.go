@@ -313,16 +313,30 @@ func isLoopback(host string) bool {
 
 // CheckRetry is a [retryablehttp.CheckRetry] for a [retryablehttp.Client]
 // whose HTTPClient uses a Transport. It does not retry errors that no retry
-// can fix: a rejected API key, a missing API key or base URL, or a refused
-// insecure URL, or an invalid setting. Anything else it leaves to [retryablehttp.DefaultRetryPolicy].
-// It also stops at a token that failed verification ([ErrTokenInvalid]),
-// because the manager would return the same error until its login backoff
-// ends.
+// can fix, and leaves anything else to [retryablehttp.DefaultRetryPolicy].
+// The errors it stops at are a rejected API key ([ErrUnauthorized]), a
+// missing API key or base URL, a refused insecure URL ([ErrInsecureURL]),
+// an invalid setting, a token that failed verification ([ErrTokenInvalid]),
+// and a login answered with a redirect, which logins never follow, or with
+// a client error other than 408 and 429. The manager would return the same
+// error until its login backoff ends.
 func CheckRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
 	if err != nil && (errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrInsecureURL) ||
 		errors.Is(err, ErrNoAPIKey) || errors.Is(err, ErrNoBaseURL) || errors.Is(err, ErrTokenInvalid) ||
-		errors.As(err, new(*configError))) {
+		errors.As(err, new(*configError)) || isPermanentLoginError(err)) {
 		return false, err
 	}
 	return retryablehttp.DefaultRetryPolicy(ctx, resp, err)
+}
+
+// isPermanentLoginError reports whether err carries an APIError whose status
+// a retry cannot change: a redirect, or a client error other than 408
+// Request Timeout and 429 Too Many Requests.
+func isPermanentLoginError(err error) bool {
+	var apiErr *APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	status := apiErr.StatusCode
+	return (status >= 300 && status < 500) && status != http.StatusRequestTimeout && status != http.StatusTooManyRequests
 }
