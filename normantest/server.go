@@ -143,9 +143,9 @@ func (s *Server) RotateKey() (keyID string) {
 	return key.id
 }
 
-// SignWithUnpublishedKey, when on is true, makes the server sign the tokens
-// of later logins with an RSA key that no Server publishes, under a key ID
-// that is in no JWKS. A client that verifies tokens must reject them, and
+// SignWithUnpublishedKey switches the key that signs the tokens of later
+// logins. When on is true, it is an RSA key that no Server publishes, under
+// a key ID that is in no JWKS. A client that verifies tokens must reject them, and
 // the server's own endpoints reject them as not issued by this server.
 // When on is false, later tokens are signed with the published signing key
 // again.
