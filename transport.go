@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -31,7 +32,9 @@ import (
 // or no body). A second 401 goes back to the caller.
 //
 // A Transport is safe for concurrent use. It does not modify the caller's
-// request.
+// request: it sends a copy with a header map of its own, whose value slices
+// it shares with the caller's request, since no RoundTripper may change
+// them.
 type Transport struct {
 	// Manager supplies the tokens. It must not be nil.
 	Manager *Manager
@@ -193,26 +196,20 @@ func (t *Transport) base() http.RoundTripper {
 }
 
 // withAuthorization returns a shallow copy of req with its own header map,
-// in which the bearer token of st is the only Authorization value. Header
-// values are copied into one new slice, so nothing the base transport does
-// to the headers reaches the caller's request.
+// in which the bearer token of st is the only Authorization value. Only the
+// map is copied: the value slices are shared, because neither this
+// transport nor the transports of net/http modify them.
 func withAuthorization(req *http.Request, st *tokenState) *http.Request {
-	count := 1
-	for _, values := range req.Header {
-		count += len(values)
+	header := maps.Clone(req.Header)
+	if header == nil {
+		header = make(http.Header, 1)
 	}
-	values := make([]string, 0, count)
-	header := make(http.Header, len(req.Header)+1)
-	for key, v := range req.Header {
-		if strings.EqualFold(key, "Authorization") {
-			continue
+	for key := range header {
+		if len(key) == len("Authorization") && key != "Authorization" && strings.EqualFold(key, "Authorization") {
+			delete(header, key)
 		}
-		start := len(values)
-		values = append(values, v...)
-		header[key] = values[start:len(values):len(values)]
 	}
-	values = append(values, st.bearer.Value())
-	header["Authorization"] = values[len(values)-1:]
+	header["Authorization"] = []string{st.bearer.Value()}
 
 	r := new(http.Request)
 	*r = *req
@@ -229,9 +226,10 @@ func discard(resp *http.Response) {
 
 // origin is a scheme, host and port that requests are matched against.
 type origin struct {
-	scheme string // "http" or "https"
-	host   string // lower case, without brackets
-	port   string // explicit, such as "443"
+	scheme   string // "http" or "https"
+	host     string // lower case, without brackets
+	port     string // explicit, such as "443"
+	hostPort string // the host as the URL writes it, such as "API.example.com" or "[::1]:8080"
 }
 
 // isAPIOrigin reports whether requests to u get the access token. Every
@@ -247,9 +245,15 @@ func (m *Manager) isAPIOrigin(u *url.URL) bool {
 }
 
 func (o origin) matches(u *url.URL) bool {
-	return strings.EqualFold(u.Scheme, o.scheme) &&
-		strings.EqualFold(u.Hostname(), o.host) &&
-		portOf(u) == o.port
+	if !strings.EqualFold(u.Scheme, o.scheme) {
+		return false
+	}
+	// Most requests write the host as the base URL does, which needs no
+	// splitting of host and port.
+	if u.Host == o.hostPort {
+		return true
+	}
+	return strings.EqualFold(u.Hostname(), o.host) && portOf(u) == o.port
 }
 
 // portOf returns u's port, or the scheme's default port.
@@ -267,7 +271,7 @@ func portOf(u *url.URL) string {
 }
 
 func newOrigin(u *url.URL) origin {
-	return origin{scheme: strings.ToLower(u.Scheme), host: strings.ToLower(u.Hostname()), port: portOf(u)}
+	return origin{scheme: strings.ToLower(u.Scheme), host: strings.ToLower(u.Hostname()), port: portOf(u), hostPort: u.Host}
 }
 
 // parseOrigins returns the base URL's origin followed by the extra origins,

@@ -89,16 +89,16 @@ func (b *closeCountingBody) Close() error {
 	return nil
 }
 
-// scribblingTransport passes requests to next and then scribbles over the
-// request's header, as a careless base transport might.
+// scribblingTransport passes requests to next and then rewrites every
+// entry of the request's header map, as a careless base transport might.
+// The value slices themselves stay untouched, as the RoundTripper contract
+// requires.
 type scribblingTransport struct{ next http.RoundTripper }
 
 func (tr scribblingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := tr.next.RoundTrip(req)
-	for _, values := range req.Header {
-		for i := range values {
-			values[i] = "changed by the base transport"
-		}
+	for key := range req.Header {
+		req.Header[key] = []string{"changed by the base transport"}
 	}
 	req.Header.Set("X-Added-By-Base", "1")
 	return resp, err
