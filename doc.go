@@ -28,7 +28,10 @@
 //   - the token counts as expired min(30s, L/10) before exp, so that no
 //     request carries a token that lapses in flight;
 //   - in the last min(5m, L/4) before exp the token is stale: requests still
-//     use it, and one login starts in the background;
+//     use it, and one login starts in the background. When logins are slow
+//     for the lifetime, this window widens to twice the duration of the
+//     last login, up to L/2, so that the refresh ends before the token
+//     expires;
 //   - a token whose exp cannot be read (an opaque token, no exp claim) gets
 //     a lifetime of one minute;
 //   - a token that has already expired when it arrives fails the login.

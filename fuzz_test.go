@@ -73,7 +73,7 @@ func checkTokenState(t *testing.T, st *tokenState, access string, receivedAt tim
 	if got := st.access.Value(); got != access {
 		t.Fatalf("token state contains a %d-byte access token, want the %d-byte one passed in", len(got), len(access))
 	}
-	if got, want := st.bearer.Value(), "Bearer "+access; got != want {
+	if got, want := st.bearer.Value(), "Bearer "+access; len(got) != 1 || got[0] != want {
 		t.Fatal("bearer value is not \"Bearer \" followed by the access token")
 	}
 	if st.lifetime <= 0 {

@@ -122,7 +122,7 @@ func newTokenState(access, id, accountID string, receivedAt time.Time, date stri
 	st := &tokenState{
 		access:     NewSensitive(access),
 		id:         NewSensitive(id),
-		bearer:     NewSensitive("Bearer " + access),
+		bearer:     NewSensitive([]string{"Bearer " + access}),
 		accountID:  accountID,
 		receivedAt: receivedAt,
 	}

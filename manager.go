@@ -51,7 +51,7 @@ type Manager struct {
 type tokenState struct {
 	access    Sensitive[string]
 	id        Sensitive[string]
-	bearer    Sensitive[string] // "Bearer " + access, built once per login
+	bearer    Sensitive[[]string] // the Authorization value "Bearer " + access, built once per login and shared by every request
 	accountID string
 
 	receivedAt time.Time      // local clock when the login response arrived
@@ -60,6 +60,17 @@ type tokenState struct {
 	staleAt    time.Time      // local clock: a background refresh starts here
 	expiredAt  time.Time      // local clock: the token is no longer sent
 	idClaims   *IDTokenClaims // nil unless the ID token was verified
+}
+
+// leadRefresh moves staleAt earlier when the stale window is shorter than
+// twice the time the last login took, so that the background refresh of a
+// short-lived token ends before the token expires. It never moves staleAt
+// before half the lifetime.
+func (st *tokenState) leadRefresh(loginTook time.Duration) {
+	lead := min(2*loginTook, st.lifetime/2)
+	if earlier := st.receivedAt.Add(st.lifetime - lead); earlier.Before(st.staleAt) {
+		st.staleAt = earlier
+	}
 }
 
 // loginCall is one login that any number of goroutines wait for.
@@ -424,10 +435,14 @@ func (m *Manager) startLoginLocked(reason string) *loginCall {
 func (m *Manager) runLogin(ctx context.Context, call *loginCall, key Sensitive[string], reason string) {
 	defer call.cancel()
 
+	started := time.Now()
 	st, err := m.doLogin(ctx, key, call.announcePause)
 	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
 		// Keep the caller from mistaking this for the end of its own context.
 		err = fmt.Errorf("norman: login timed out after %s: check the base URL and the server", loginTimeout)
+	}
+	if st != nil {
+		st.leadRefresh(time.Since(started))
 	}
 
 	m.mu.Lock()

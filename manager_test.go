@@ -1309,3 +1309,40 @@ func TestManagerLogsNoSecrets(t *testing.T) {
 		})
 	}
 }
+
+func TestTokenStateLeadRefresh(t *testing.T) {
+	t.Parallel()
+	received := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	tests := []struct {
+		name      string
+		lifetime  time.Duration
+		loginTook time.Duration
+		wantStale time.Duration // after receipt
+	}{
+		{"fast login keeps the window", 2 * time.Second, 200 * time.Millisecond, 1500 * time.Millisecond},
+		{"slow login widens the window", 1060 * time.Millisecond, 200 * time.Millisecond, 660 * time.Millisecond},
+		{"very slow login stops at half the lifetime", 4 * time.Second, 10 * time.Second, 2 * time.Second},
+		{"hour-long token keeps five minutes", time.Hour, time.Second, 55 * time.Minute},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			st, err := newTokenState("nk-test-opaque-access-token", "", "", received, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Give the state the lifetime under test, with the usual window.
+			st.lifetime = tc.lifetime
+			st.staleAt = received.Add(tc.lifetime - min(maxStaleWindow, tc.lifetime/4))
+			st.expiredAt = received.Add(tc.lifetime - min(maxExpiryMargin, tc.lifetime/10))
+
+			st.leadRefresh(tc.loginTook)
+			if got := st.staleAt.Sub(received); got != tc.wantStale {
+				t.Errorf("stale after %v, want %v", got, tc.wantStale)
+			}
+			if !st.staleAt.Before(st.expiredAt) {
+				t.Errorf("stale at %v is not before expiry at %v", st.staleAt, st.expiredAt)
+			}
+		})
+	}
+}

@@ -197,8 +197,8 @@ func (t *Transport) base() http.RoundTripper {
 
 // withAuthorization returns a shallow copy of req with its own header map,
 // in which the bearer token of st is the only Authorization value. Only the
-// map is copied: the value slices are shared, because neither this
-// transport nor the transports of net/http modify them.
+// map is copied: the value slices, and the Authorization value built once
+// per login, are shared, because no RoundTripper may modify them.
 func withAuthorization(req *http.Request, st *tokenState) *http.Request {
 	header := maps.Clone(req.Header)
 	if header == nil {
@@ -209,7 +209,7 @@ func withAuthorization(req *http.Request, st *tokenState) *http.Request {
 			delete(header, key)
 		}
 	}
-	header["Authorization"] = []string{st.bearer.Value()}
+	header["Authorization"] = st.bearer.Value()
 
 	r := new(http.Request)
 	*r = *req
