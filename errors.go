@@ -22,8 +22,8 @@ var (
 	// ErrNotLoggedIn means no login has succeeded yet with the current API key.
 	ErrNotLoggedIn = errors.New("norman: not logged in: call Token or InvalidateAccessToken first")
 
-	// ErrUnauthorized means the server rejected the API key: a login answered
-	// 401 or 403. Retrying with the same key cannot succeed.
+	// ErrUnauthorized means the server rejected the API key: a login got a
+	// 401 or 403 response. Retrying with the same key cannot succeed.
 	ErrUnauthorized = errors.New("norman: API key rejected")
 
 	// ErrInsecureURL means a request would have sent the API key or a token
@@ -257,7 +257,7 @@ func newConfigError(format string, args ...any) error {
 	return &configError{msg: fmt.Sprintf(format, args...)}
 }
 
-// rejectedKeyError is a login answered 401 or 403.
+// rejectedKeyError is a login that got a 401 or 403 response.
 type rejectedKeyError struct {
 	apiErr *APIError
 }

@@ -335,7 +335,7 @@ func (m *Manager) refreshState(ctx context.Context) (*tokenState, error) {
 }
 
 // refreshAfterUnauthorized returns a token to retry with after the API
-// answered 401 to a request that carried sent, and whether it comes from a
+// responded 401 to a request that carried sent, and whether it comes from a
 // login made or joined for this 401. Concurrent callers for the same token
 // share one login, and logins forced by 401s start at least a second apart
 // (forcedLoginInterval): a caller inside that interval waits for its end. It returns an error when the login fails or ctx ends.
@@ -505,7 +505,7 @@ func (m *Manager) recordFailureLocked(err error) time.Duration {
 
 // wait returns the login's result, or ctx.Err() if ctx ends first. When
 // the login pauses between attempts until after ctx's deadline, as a long
-// Retry-After asks, wait returns at once with an error that says until
+// Retry-After can require, wait returns at once with an error that says until
 // when, and that matches [context.DeadlineExceeded].
 func (c *loginCall) wait(ctx context.Context) (*tokenState, error) {
 	deadline, hasDeadline := ctx.Deadline()

@@ -10,7 +10,7 @@ import (
 // Defaults for logins and token lifetimes. The lifetime rules are described
 // in the package documentation.
 var (
-	loginTimeout          = 30 * time.Second // one login, retries included, whoever waits for it
+	loginTimeout          = 30 * time.Second // one login, retries included, for all its waiters
 	loginRetryMax         = 3                // retries after the first login attempt
 	loginRetryWaitMin     = 1 * time.Second  // first wait between login attempts; later waits double
 	loginRetryWaitMax     = 2 * time.Second  // so three retries wait about 5 s in all

@@ -9,7 +9,7 @@ import (
 	"reflect"
 )
 
-// redacted is what every printed, logged or marshalled secret becomes.
+// redacted is the text that replaces every printed, logged or marshalled secret.
 const redacted = "<redacted>"
 
 // Sensitive holds a secret, such as an API key or a token, and keeps it out of

@@ -321,7 +321,7 @@ func isLoopback(host string) bool {
 // The errors it stops at are a rejected API key ([ErrUnauthorized]), a
 // missing API key or base URL, a refused insecure URL ([ErrInsecureURL]),
 // an invalid setting, a token that failed verification ([ErrTokenInvalid]),
-// and a login answered with a redirect, which logins never follow, or with
+// and a login that got a redirect, which logins never follow, or
 // a client error other than 408 and 429. The manager would return the same
 // error until its login backoff ends.
 func CheckRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
