@@ -90,7 +90,10 @@
 // fetched, and that token is rejected too, one login is made for it and the
 // request is sent a last time.) Logins forced by 401s start at least a
 // second apart, and a request inside that second waits for it, so an
-// endpoint that rejects every token cannot drive a login per request.
+// endpoint that rejects every token cannot drive a login per request. A
+// failed login after a 401 doubles the backoff like any failed login
+// without a valid token, and a caller whose context ends while it waits
+// gets ctx.Err().
 //
 // # Security
 //

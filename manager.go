@@ -78,6 +78,7 @@ type loginCall struct {
 	done   chan struct{}      // closed when state and err are set
 	cancel context.CancelFunc // ends the login early, when the API key changes
 	keyGen uint64
+	forced bool // started after a 401, so the cached token is known to be dead; guarded by Manager.mu
 	state  *tokenState
 	err    error
 
@@ -373,6 +374,7 @@ func (m *Manager) refreshAfterUnauthorized(ctx context.Context, sent *tokenState
 			}
 			m.lastForcedLogin = time.Now()
 			call = m.startLoginLocked("token rejected")
+			call.forced = true
 		}
 		m.mu.Unlock()
 
@@ -454,7 +456,7 @@ func (m *Manager) runLogin(ctx context.Context, call *loginCall, key Sensitive[s
 	case call.keyGen != m.keyGen:
 		st, err = nil, errAPIKeyChanged
 	case err != nil:
-		retryIn = m.recordFailureLocked(err)
+		retryIn = m.recordFailureLocked(err, call.forced)
 	default:
 		m.state.Store(st)
 		m.failure = nil
@@ -478,12 +480,13 @@ func (m *Manager) runLogin(ctx context.Context, call *loginCall, key Sensitive[s
 
 // recordFailureLocked pauses logins after err. While the cached token is
 // valid, the pause is refreshPause or until the token expires, whichever is
-// sooner. Without a valid token it starts at failureBackoffMin and doubles
-// with each failure in a row; failed background refreshes do not double it.
-func (m *Manager) recordFailureLocked(err error) time.Duration {
+// sooner. Without a valid token, or when the API has rejected it
+// (tokenRejected), the pause starts at failureBackoffMin and doubles with
+// each failure in a row; failed background refreshes do not double it.
+func (m *Manager) recordFailureLocked(err error, tokenRejected bool) time.Duration {
 	now := m.now()
 	st := m.state.Load()
-	valid := st != nil && now.Before(st.expiredAt)
+	valid := !tokenRejected && st != nil && now.Before(st.expiredAt)
 
 	backoff := failureBackoffMin
 	if m.failure != nil {

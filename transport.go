@@ -107,6 +107,10 @@ func (t *Transport) retryUnauthorized(req *http.Request, st *tokenState, resp *h
 		m.log().Warn("norman: API rejected the access token; logging in again",
 			"method", req.Method, "url", redactURL(req.URL), "account_id", st.accountID)
 		fresh, loggedIn, err := m.refreshAfterUnauthorized(req.Context(), st)
+		if ctxErr := req.Context().Err(); ctxErr != nil {
+			discard(resp)
+			return nil, ctxErr
+		}
 		if err != nil {
 			m.log().Warn("norman: no new token after a 401; returning the response", "error", err)
 			return resp, nil

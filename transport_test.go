@@ -753,10 +753,21 @@ func TestTransportSecond401Returned(t *testing.T) {
 	wantHits(2)
 
 	// Inside the interval between forced logins the caller waits; one whose
-	// context ends first gets the 401, and no login is made.
+	// context ends first gets its context's error, and no login is made.
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	send(ctx)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.URL+"/echo", bytes.NewReader([]byte(`{}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := client.Do(req)
+	if err == nil {
+		resp.Body.Close()
+		t.Fatalf("got status %d, want the context's error", resp.StatusCode)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("got error %v, want one matching context.DeadlineExceeded", err)
+	}
 	checkLogins(t, s, 2)
 	wantHits(3)
 }
@@ -1066,5 +1077,54 @@ func receive[T any](t *testing.T, ch <-chan T, event string) T {
 	case <-time.After(5 * time.Second):
 		t.Fatalf("timed out waiting for %s", event)
 		panic("unreachable")
+	}
+}
+
+func TestTransportRevokedKeyBackoffDoubles(t *testing.T) {
+	t.Parallel()
+	clock := newStepClock()
+	s, srv := startLoginServer(t)
+	s.configure(func(s *loginServer) { s.now = clock.Now })
+	m := loopbackManager(s, srv, clock, withForcedLoginInterval(0))
+	client := &http.Client{Transport: NewTransport(m, srv.Client().Transport)}
+	mustGetToken(t, m)
+
+	// The API now rejects the cached token, which has not expired, and the
+	// server rejects the key.
+	s.configure(func(s *loginServer) {
+		s.rejectAll = true
+		delete(s.keys, aliceKey)
+	})
+	send := func() {
+		t.Helper()
+		resp, err := client.Post(s.URL+"/echo", "application/json", bytes.NewReader([]byte(`{}`)))
+		if err != nil {
+			t.Fatalf("request: %v", err)
+		}
+		discard(resp)
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("got status %d, want 401", resp.StatusCode)
+		}
+	}
+
+	// Each rejected login doubles the pause before the next one, although
+	// the rejected token has not expired on the clock.
+	steps := []struct {
+		advance    time.Duration
+		wantLogins int64
+	}{
+		{0, 2},               // forced login, rejected: pause 1 s
+		{0, 2},               // inside the pause
+		{time.Second, 3},     // rejected again: pause 2 s
+		{time.Second, 3},     // inside the pause
+		{time.Second, 4},     // rejected again: pause 4 s
+		{3 * time.Second, 4}, // inside the pause
+	}
+	for i, step := range steps {
+		clock.Advance(step.advance)
+		send()
+		if got := s.logins.Load(); got != step.wantLogins {
+			t.Fatalf("step %d: got %d logins, want %d", i, got, step.wantLogins)
+		}
 	}
 }
