@@ -100,17 +100,17 @@ func newAPIError(req *http.Request, resp *http.Response, body []byte, secrets ..
 // length stays within maxErrorBody bytes. The first one is kept in any case,
 // clipped.
 func clipSuggestions(suggestions, secrets []string) []string {
-	var kept []string
+	var clipped []string
 	room := maxErrorBody
 	for _, s := range suggestions {
 		s = clip(scrub(s, secrets))
-		if len(kept) > 0 && len(s) > room {
+		if len(clipped) > 0 && len(s) > room {
 			break
 		}
-		kept = append(kept, s)
+		clipped = append(clipped, s)
 		room -= len(s) + len("; ") // as APIError.Error joins them
 	}
-	return kept
+	return clipped
 }
 
 // parseErrorBody fills e from a Norman error object, a FastAPI

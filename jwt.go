@@ -28,8 +28,8 @@ type tokenTimes struct {
 // readTokenTimes reads the exp and iat claims of token without verifying its
 // signature. The token's alg plays no part, so tokens signed with algorithms
 // that golang-jwt cannot verify (ES256K, none, unknown names) are read too.
-// It returns an error only when the payload cannot be decoded at all; a
-// payload without a usable exp returns a zero expiresAt and no error.
+// It returns an error only when the payload cannot be decoded at all. A
+// payload without a usable exp gives a zero expiresAt and no error.
 func readTokenTimes(token string) (tokenTimes, error) {
 	var claims timeClaims
 	_, _, err := unverifiedParser.ParseUnverified(token, &claims)

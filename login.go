@@ -43,16 +43,13 @@ func (m *Manager) doLogin(ctx context.Context, key Sensitive[string], onPause fu
 	defer resp.Body.Close()
 	receivedAt := m.now()
 
-	data, err := readBody(resp.Body)
-	if err != nil {
-		return nil, fmt.Errorf("norman: login: reading response from %s: %w", redactURL(req.URL), err)
+	data, err := readResponse("login", req.Request, resp, key.Value())
+	var apiErr *APIError
+	if errors.As(err, &apiErr) && (apiErr.StatusCode == http.StatusUnauthorized || apiErr.StatusCode == http.StatusForbidden) {
+		return nil, &rejectedKeyError{apiErr: apiErr}
 	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		apiErr := newAPIError(req.Request, resp, data, key.Value())
-		if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
-			return nil, &rejectedKeyError{apiErr: apiErr}
-		}
-		return nil, apiErr
+	if err != nil {
+		return nil, err
 	}
 
 	access, id, accountID, err := parseLoginResponse(data, resp.Header.Get("Content-Type"))
@@ -149,7 +146,7 @@ func newTokenState(access, id, accountID string, receivedAt time.Time, date stri
 }
 
 // serverClock estimates the server's clock at the local instant local. A
-// Date header places the server's clock within the second it names; the
+// Date header places the server's clock within the second it names. The
 // local clock is used when it falls inside that second, and the nearest end
 // of the second otherwise. Without a valid Date header the local clock is
 // used as it is.
@@ -255,6 +252,19 @@ func newHTTPClient(c *http.Client) *http.Client {
 func setJSONHeaders(h http.Header) {
 	h.Set("Content-Type", "application/json")
 	h.Set("Accept", "application/json")
+}
+
+// readResponse reads the body of a login or signup response. For a non-2xx
+// status it returns an *APIError, with secrets scrubbed from its text.
+func readResponse(operation string, req *http.Request, resp *http.Response, secrets ...string) ([]byte, error) {
+	data, err := readBody(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("norman: %s: reading response from %s: %w", operation, redactURL(req.URL), err)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return nil, newAPIError(req, resp, data, secrets...)
+	}
+	return data, nil
 }
 
 // readBody reads at most maxResponseBody bytes of a login or signup

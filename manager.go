@@ -131,8 +131,8 @@ func NewManager(opts ...Option) *Manager {
 }
 
 // SetAPIKey replaces the API key. A different key drops the cached tokens
-// and any remembered login failure, so the next request logs in with it;
-// setting the key the manager already has changes nothing. Surrounding
+// and any remembered login failure, so the next request logs in with it.
+// Setting the key the manager already has changes nothing. Surrounding
 // whitespace is trimmed. A key that still contains a control character is
 // stored as invalid, and calls that need a login report it.
 func (m *Manager) SetAPIKey(key string) {
@@ -422,10 +422,10 @@ func refreshReason(st *tokenState, valid bool) string {
 }
 
 // startLoginLocked starts a login in its own goroutine and records it as the
-// login in progress. The login runs on its own context, not on the caller's:
-// a caller who gives up does not fail the others, and values of one caller's
-// context, such as an httptrace.ClientTrace, do not fire for a login that
-// serves them all.
+// login in progress. The login runs on its own context, not on the
+// caller's, so a caller who gives up does not fail the others. Values of one
+// caller's context, such as an httptrace.ClientTrace, therefore do not fire
+// for a login that serves them all.
 func (m *Manager) startLoginLocked(reason string) *loginCall {
 	ctx, cancel := context.WithTimeout(context.Background(), loginTimeout)
 	call := &loginCall{done: make(chan struct{}), cancel: cancel, keyGen: m.keyGen, pauseStart: make(chan struct{})}
@@ -482,7 +482,7 @@ func (m *Manager) runLogin(ctx context.Context, call *loginCall, key Sensitive[s
 // valid, the pause is refreshPause or until the token expires, whichever is
 // sooner. Without a valid token, or when the API has rejected it
 // (tokenRejected), the pause starts at failureBackoffMin and doubles with
-// each failure in a row; failed background refreshes do not double it.
+// each failure in a row. Failed background refreshes do not double it.
 func (m *Manager) recordFailureLocked(err error, tokenRejected bool) time.Duration {
 	now := m.now()
 	st := m.state.Load()
@@ -508,8 +508,8 @@ func (m *Manager) recordFailureLocked(err error, tokenRejected bool) time.Durati
 
 // wait returns the login's result, or ctx.Err() if ctx ends first. When
 // the login pauses between attempts until after ctx's deadline, as a long
-// Retry-After can require, wait returns at once with an error that says until
-// when, and that matches [context.DeadlineExceeded].
+// Retry-After can require, wait returns at once with an error that names
+// the time of the next attempt and matches [context.DeadlineExceeded].
 func (c *loginCall) wait(ctx context.Context) (*tokenState, error) {
 	deadline, hasDeadline := ctx.Deadline()
 	for {
@@ -652,12 +652,15 @@ func (m *Manager) String() string {
 func (m *Manager) GoString() string { return m.String() }
 
 // Format writes the description of String for every verb, quoted for %q.
-func (m *Manager) Format(f fmt.State, verb rune) {
-	s := m.String()
+func (m *Manager) Format(f fmt.State, verb rune) { writeDescription(f, verb, m.String()) }
+
+// writeDescription writes a secret-free description for any fmt verb,
+// quoted for %q, so that no verb falls back to printing fields.
+func writeDescription(f fmt.State, verb rune, description string) {
 	if verb == 'q' {
-		s = strconv.Quote(s)
+		description = strconv.Quote(description)
 	}
-	_, _ = io.WriteString(f, s)
+	_, _ = io.WriteString(f, description)
 }
 
 // LogValue implements [slog.LogValuer], logging the base URL, account id,

@@ -78,8 +78,8 @@ func WithAPIKey(key string) Option {
 // WithHTTPClient sets the client for login and signup calls only; API
 // requests go through the [Transport]'s Base. Nil means a default client.
 // The manager uses a copy that never follows redirects, so that the API key
-// is never sent to another URL, and gives a client without a Transport a
-// clone of [http.DefaultTransport], whose idle connections it may close
+// is never sent to another URL. A client without a Transport gets a clone
+// of [http.DefaultTransport], whose idle connections the manager may close
 // after a failed login.
 func WithHTTPClient(c *http.Client) Option {
 	return func(o *options) { o.httpClient = c }

@@ -75,11 +75,11 @@ func parseISOTime(s string) (time.Time, error) {
 
 // SignupAndGenerateKey creates an account named username and returns it
 // with its new API key. It needs no API key, so it is a function rather
-// than a Manager method; it reads [WithBaseURL], [WithHTTPClient] and
+// than a Manager method. It reads [WithBaseURL], [WithHTTPClient] and
 // [WithLogger] from opts and ignores the others.
 //
 // The signup is not retried, because a retry after a lost response could
-// create a second account. Errors are an [*APIError] for a non-2xx answer,
+// create a second account. Errors are an [*APIError] for a non-2xx response,
 // or describe the invalid input or response.
 func SignupAndGenerateKey(ctx context.Context, username string, opts ...Option) (*SignupKeyResponse, error) {
 	o := newOptions(opts)
@@ -110,12 +110,9 @@ func SignupAndGenerateKey(ctx context.Context, username string, opts ...Option) 
 		return nil, fmt.Errorf("norman: signup: %w", err)
 	}
 	defer resp.Body.Close()
-	data, err := readBody(resp.Body)
+	data, err := readResponse("signup", req, resp)
 	if err != nil {
-		return nil, fmt.Errorf("norman: signup: reading response from %s: %w", redactURL(req.URL), err)
-	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return nil, newAPIError(req, resp, data)
+		return nil, err
 	}
 
 	out, err := parseSignupResponse(data, resp.Header.Get("Content-Type"))

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 
 	"github.com/hashicorp/go-retryablehttp"
@@ -21,7 +20,7 @@ import (
 // missing or expired.
 //
 // Only requests whose scheme, host and port match the base URL, or an origin
-// named with [WithAllowedOrigins], get the token; any other request, such as
+// named with [WithAllowedOrigins], get the token. Any other request, such as
 // a redirect to another host, passes through unchanged. While the manager's
 // base URL or origins are invalid, every request fails with that error
 // instead. On requests to the API the transport owns the Authorization
@@ -148,11 +147,15 @@ func (t Transport) String() string {
 	if t.Manager != nil {
 		manager = t.Manager.String()
 	}
-	base := "http.DefaultTransport"
-	if t.Base != nil {
-		base = fmt.Sprintf("%T", t.Base)
+	return "norman.Transport{Manager: " + manager + ", Base: " + t.baseName() + "}"
+}
+
+// baseName names the base transport by its type only.
+func (t Transport) baseName() string {
+	if t.Base == nil {
+		return "http.DefaultTransport"
 	}
-	return "norman.Transport{Manager: " + manager + ", Base: " + base + "}"
+	return fmt.Sprintf("%T", t.Base)
 }
 
 // GoString returns the same description as String.
@@ -161,22 +164,12 @@ func (t Transport) GoString() string { return t.String() }
 // Format writes the description of String for every verb, quoted for %q.
 // It has a value receiver so that a Transport held by value in another
 // struct prints the same way.
-func (t Transport) Format(f fmt.State, verb rune) {
-	s := t.String()
-	if verb == 'q' {
-		s = strconv.Quote(s)
-	}
-	_, _ = io.WriteString(f, s)
-}
+func (t Transport) Format(f fmt.State, verb rune) { writeDescription(f, verb, t.String()) }
 
 // LogValue implements [slog.LogValuer], logging the manager and the type of
 // the base transport.
 func (t Transport) LogValue() slog.Value {
-	base := "http.DefaultTransport"
-	if t.Base != nil {
-		base = fmt.Sprintf("%T", t.Base)
-	}
-	attrs := []slog.Attr{slog.String("base", base)}
+	attrs := []slog.Attr{slog.String("base", t.baseName())}
 	if t.Manager != nil {
 		attrs = append(attrs, slog.Any("manager", t.Manager))
 	}
