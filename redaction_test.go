@@ -130,25 +130,6 @@ func (s *redactionServer) secrets() map[string]string {
 	return secrets
 }
 
-// redactionLogBuffer is a bytes.Buffer that log handlers of several goroutines
-// can write to.
-type redactionLogBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *redactionLogBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *redactionLogBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // redactionFixture is every value of an exported type that carries a secret
 // after a login, a signup and failed logins against a redactionServer.
 type redactionFixture struct {
@@ -381,7 +362,7 @@ func TestRedactionLibraryLogs(t *testing.T) {
 	for name, newHandler := range handlers {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			var logs redactionLogBuffer
+			var logs lockedBuffer
 			f := newRedactionFixture(t, slog.New(newHandler(&logs)))
 
 			out := logs.String()
