@@ -89,9 +89,9 @@ func newAPIError(req *http.Request, resp *http.Response, body []byte, secrets ..
 	secrets = escapedForms(secrets)
 	parseErrorBody(e, []byte(scrub(string(body), secrets)))
 
-	e.ErrorType = clip(scrub(e.ErrorType, secrets))
-	e.Message = clip(scrub(e.Message, secrets))
-	e.Cause = clip(scrub(e.Cause, secrets))
+	e.ErrorType = scrubClip(e.ErrorType, secrets)
+	e.Message = scrubClip(e.Message, secrets)
+	e.Cause = scrubClip(e.Cause, secrets)
 	e.Suggestions = clipSuggestions(e.Suggestions, secrets)
 	return e
 }
@@ -103,7 +103,7 @@ func clipSuggestions(suggestions, secrets []string) []string {
 	var clipped []string
 	room := maxErrorBody
 	for _, s := range suggestions {
-		s = clip(scrub(s, secrets))
+		s = scrubClip(s, secrets)
 		if len(clipped) > 0 && len(s) > room {
 			break
 		}
@@ -154,8 +154,33 @@ func jsonText(raw json.RawMessage) string {
 	return strings.Join(strings.Fields(string(raw)), " ")
 }
 
-// clip shortens s to at most maxErrorBody bytes, then "...".
-func clip(s string) string { return clipTo(s, maxErrorBody) }
+// scrubClip scrubs s and shortens it to at most maxErrorBody bytes, then
+// "...". The dots can complete a secret that ends in dots, so the cut moves
+// back to before any secret they complete.
+func scrubClip(s string, secrets []string) string {
+	s = scrub(s, secrets)
+	if len(s) <= maxErrorBody {
+		return s
+	}
+	cut := runeStartAtOrBefore(s, maxErrorBody)
+	for {
+		clipped := s[:cut] + "..."
+		at := -1
+		for _, secret := range secrets {
+			if i := strings.Index(clipped, secret); secret != "" && i >= 0 && (at < 0 || i < at) {
+				at = i
+			}
+		}
+		switch {
+		case at < 0:
+			return clipped
+		case at >= cut:
+			// A secret made of dots alone: leave the dots out.
+			return s[:cut]
+		}
+		cut = runeStartAtOrBefore(s, at)
+	}
+}
 
 // clipTo shortens s to at most n bytes, then "...", without splitting a
 // UTF-8 sequence.
@@ -163,11 +188,16 @@ func clipTo(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	cut := n
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
+	return s[:runeStartAtOrBefore(s, n)] + "..."
+}
+
+// runeStartAtOrBefore returns the largest index i <= n, with n < len(s), at
+// which a UTF-8 sequence of s starts, or 0.
+func runeStartAtOrBefore(s string, n int) int {
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
-	return s[:cut] + "..."
+	return n
 }
 
 // scrub replaces each non-empty secret in s with "<redacted>". If the

@@ -299,6 +299,30 @@ func TestNewAPIErrorScrubsKeyAtClip(t *testing.T) {
 	}
 }
 
+// A secret that ends in dots can be completed by the "..." that marks a
+// cut. The cut then moves back to before the secret.
+func TestScrubClipDotsCannotCompleteSecret(t *testing.T) {
+	t.Parallel()
+
+	for _, secret := range []string{"nk-test-a.", "nk-test-a..", "nk-test-a...", ".", "..", "..."} {
+		for before := maxErrorBody - len(secret) - 2; before <= maxErrorBody; before++ {
+			// Only the part of the secret before its dots is in the text.
+			text := strings.Repeat("x", before) + strings.TrimRight(secret, ".") + strings.Repeat("y", 100)
+			got := scrubClip(text, []string{secret})
+			if strings.Contains(got, secret) {
+				t.Fatalf("%d-byte secret with %d bytes before it: clipped text contains it", len(secret), before)
+			}
+			if len(got) > maxErrorBody+len("...") {
+				t.Fatalf("%d-byte secret with %d bytes before it: clipped text has %d bytes, want at most %d",
+					len(secret), before, len(got), maxErrorBody+len("..."))
+			}
+			if !strings.HasPrefix(text, strings.TrimSuffix(got, "...")) {
+				t.Fatalf("%d-byte secret with %d bytes before it: clipped text is not a prefix of the text", len(secret), before)
+			}
+		}
+	}
+}
+
 func TestNewAPIErrorRedactsURL(t *testing.T) {
 	t.Parallel()
 

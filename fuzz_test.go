@@ -205,6 +205,8 @@ func FuzzAPIError(f *testing.F) {
 		{0, `{"error_type":"` + key + `"}`, key},
 		{-1, `{"suggestions":["` + strings.Repeat("a", 700) + `"]}`, "aaaaaaaa"},
 		{999, `{"message":"\ud800 lone surrogate"}`, ""},
+		// The "..." after the cut completes a secret that ends in dots.
+		{400, strings.Repeat("a", maxErrorBody-7) + "zzzzzzz" + strings.Repeat("b", 100), "zzzzzzz."},
 	} {
 		f.Add(seed.status, []byte(seed.body), seed.secret)
 	}
