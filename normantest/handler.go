@@ -113,13 +113,14 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 
 	s.mu.Lock()
 	key := s.keys[request.APIKey]
+	revoked := key != nil && key.revoked
 	s.mu.Unlock()
 	switch {
 	case key == nil:
 		s.writeError(w, http.StatusUnauthorized, "Authentication failed",
 			"The API key is not valid.", "Check the API key, or sign up for a new one.")
 		return
-	case key.revoked:
+	case revoked:
 		s.writeError(w, http.StatusUnauthorized, "Authentication failed",
 			"The API key has been revoked.", "Sign up for a new API key.")
 		return

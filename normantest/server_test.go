@@ -407,6 +407,58 @@ func TestRevokeAPIKeyKeepsTokens(t *testing.T) {
 	}
 }
 
+// Logins that run while their key is revoked each get a token or a 401, and
+// every later login gets a 401.
+func TestRevokeAPIKeyDuringLogins(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t)
+	s.AddAccount("alice", "nk-test-alice")
+
+	loginStatus := func() (int, error) {
+		resp, err := s.Client().Post(s.URL+"/authenticate/login/key", "application/json", strings.NewReader(loginBody("nk-test-alice")))
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+
+	// Logins run in a loop until the key is rejected, and the key is
+	// revoked while they run.
+	accepted := make(chan struct{}, 4)
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			for range 1000 {
+				status, err := loginStatus()
+				switch {
+				case err != nil:
+					errs <- err
+					return
+				case status == http.StatusUnauthorized:
+					errs <- nil
+					return
+				case status != http.StatusOK:
+					errs <- fmt.Errorf("login during RevokeAPIKey: got status %d, want %d or %d", status, http.StatusOK, http.StatusUnauthorized)
+					return
+				}
+				select {
+				case accepted <- struct{}{}:
+				default:
+				}
+			}
+			errs <- errors.New("1000 logins in a row were accepted; RevokeAPIKey did not take effect")
+		}()
+	}
+	<-accepted
+	s.RevokeAPIKey("nk-test-alice")
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}
+
 func TestUnmatchedRequest(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
