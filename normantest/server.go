@@ -39,18 +39,20 @@ type Server struct {
 	jwksGets atomic.Int64 // requests for the JWKS
 
 	// mu guards the clock, the token and login settings, the accounts, the
-	// API keys, the issued tokens, the signing keys and the test hook below.
+	// API keys, the issued and verified tokens, the signing keys and the test
+	// hook below.
 	mu            sync.Mutex
-	now           func() time.Time    // server clock, never nil
-	lifetime      time.Duration       // lifetime of tokens issued from now on
-	loginDelay    time.Duration       // time a login waits before the server responds
-	failLogins    int                 // number of coming logins that fail
-	failStatus    int                 // HTTP status of the failing logins
-	keys          map[string]*apiKey  // by API key
-	accounts      map[string]*account // by account ID
-	names         map[string]bool     // account names in use
-	tokens        map[string]tokenUse // unrevoked tokens by jti claim
-	loginWaitHook func(waiting bool)  // nil outside tests; called when a login starts and stops waiting for loginDelay
+	now           func() time.Time         // server clock, never nil
+	lifetime      time.Duration            // lifetime of tokens issued from now on
+	loginDelay    time.Duration            // time a login waits before the server responds
+	failLogins    int                      // number of coming logins that fail
+	failStatus    int                      // HTTP status of the failing logins
+	keys          map[string]*apiKey       // by API key
+	accounts      map[string]*account      // by account ID
+	names         map[string]bool          // account names in use
+	tokens        map[string]tokenUse      // unrevoked tokens by jti claim
+	verified      map[string]verifiedToken // tokens whose signature was verified, by token
+	loginWaitHook func(waiting bool)       // nil outside tests; called when a login starts and stops waiting for loginDelay
 
 	signing     signingKey   // signs new tokens, unless unpublished is set
 	published   []signingKey // keys in the JWKS: signing, then the key that the last RotateKey replaced
@@ -76,6 +78,7 @@ func NewServer() *Server {
 		accounts: make(map[string]*account),
 		names:    make(map[string]bool),
 		tokens:   make(map[string]tokenUse),
+		verified: make(map[string]verifiedToken),
 	}
 	s.signing = newSigningKey(pooledRSAKey(0))
 	s.published = []signingKey{s.signing}

@@ -703,6 +703,51 @@ func TestRevokeTokensKeepsNewTokens(t *testing.T) {
 	}
 }
 
+// A token is verified with RSA once. Later requests with it skip the
+// signature check but must still be rejected once it expires or is revoked.
+func TestVerifiedTokenCheckedAgain(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t)
+	clock := newFakeClock(time.Date(2031, 5, 6, 7, 0, 0, 0, time.UTC))
+	s.SetClock(clock.Now)
+	s.SetTokenLifetime(time.Minute)
+	s.AddAccount("alice", "nk-test-alice")
+
+	first := login(t, s, "nk-test-alice").AccessToken
+	second := login(t, s, "nk-test-alice").AccessToken
+	for range 3 {
+		for _, token := range []string{first, second} {
+			if got := accountsStatus(t, s, token); got != http.StatusOK {
+				t.Fatalf("got status %d for a valid token, want %d", got, http.StatusOK)
+			}
+		}
+	}
+	s.mu.Lock()
+	remembered := len(s.verified)
+	s.mu.Unlock()
+	if remembered != 2 {
+		t.Errorf("server remembers %d verified tokens after 6 requests with 2 tokens, want 2", remembered)
+	}
+
+	s.RevokeTokens()
+	resp := do(t, s, http.MethodPost, "/authenticate/accounts/get", "{}", first)
+	checkNormanError(t, resp, http.StatusUnauthorized)
+	if !strings.Contains(string(resp.body), "revoked") {
+		t.Errorf("got body %s for a revoked token that was verified before, want the cause \"revoked\"", resp.body)
+	}
+
+	third := login(t, s, "nk-test-alice").AccessToken
+	if got := accountsStatus(t, s, third); got != http.StatusOK {
+		t.Fatalf("got status %d for a valid token, want %d", got, http.StatusOK)
+	}
+	clock.Advance(time.Minute + time.Second)
+	resp = do(t, s, http.MethodPost, "/authenticate/accounts/get", "{}", third)
+	checkNormanError(t, resp, http.StatusUnauthorized)
+	if !strings.Contains(string(resp.body), "expired") {
+		t.Errorf("got body %s for an expired token that was verified before, want the cause \"expired\"", resp.body)
+	}
+}
+
 func TestFailLogins(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
