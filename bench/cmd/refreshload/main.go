@@ -21,8 +21,14 @@
 // wrapped with oauth2.ReuseTokenSourceWithExpiry and an early window of
 // -oauth2-early.
 //
+// A third run, "none", gives the latency that the machine and the server
+// add by themselves. The same loops send the same requests through a plain
+// http.Transport with a bearer header set by hand. They go to a second
+// server whose token outlives the run, so nothing logs in. The largest
+// latency of this run is the floor under the other two.
+//
 // Every request loop is bounded by -duration and by -max-requests, and the
-// program only talks to the server it starts on 127.0.0.1.
+// program only talks to the servers it starts on 127.0.0.1.
 package main
 
 import (
@@ -104,6 +110,7 @@ func main() {
 	results := []result{
 		runNorman(srv, cfg),
 		runOAuth2(srv, cfg),
+		runNone(cfg),
 	}
 	fmt.Println("wait: from the start of a request to its hand-off to the base transport, the time spent getting a token")
 	fmt.Printf("\n%-7s %9s %9s %9s %9s %9s %7s %11s %11s\n",
@@ -167,6 +174,45 @@ func runOAuth2(srv *normantest.Server, cfg config) result {
 		Base:   handOff{base},
 	}}
 	return measure("oauth2", srv, client, cfg)
+}
+
+// runNone runs the request loops without an authenticating transport,
+// against a server of its own whose token lives longer than the run.
+func runNone(cfg config) result {
+	srv := normantest.NewServer()
+	defer srv.Close()
+	srv.AddAccount("refreshload", apiKey)
+	srv.SetTokenLifetime(cfg.duration + time.Hour)
+	srv.SetLoginDelay(cfg.loginDelay)
+
+	mgr := norman.NewManager(
+		norman.WithLogger(slog.New(slog.DiscardHandler)),
+		norman.WithBaseURL(srv.URL),
+		norman.WithAPIKey(apiKey),
+	)
+	tok, err := mgr.Token(context.Background())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "refreshload: none: login failed:", err)
+		os.Exit(1)
+	}
+	bearer := "Bearer " + tok.Value()
+
+	base := newBase(cfg)
+	defer base.CloseIdleConnections()
+	client := &http.Client{Transport: setHeader{next: handOff{base}, key: "Authorization", value: bearer}}
+	return measure("none", srv, client, cfg)
+}
+
+// setHeader is a RoundTripper that sets one header on a copy of each request.
+type setHeader struct {
+	next       http.RoundTripper
+	key, value string
+}
+
+func (h setHeader) RoundTrip(req *http.Request) (*http.Response, error) {
+	r := req.Clone(req.Context())
+	r.Header.Set(h.key, h.value)
+	return h.next.RoundTrip(r)
 }
 
 // measure logs in with one request, outside the measurement, and then runs
