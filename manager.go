@@ -297,49 +297,55 @@ func (m *Manager) refreshState(ctx context.Context) (*tokenState, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-
-		m.mu.Lock()
-		if err := m.usableLocked(); err != nil {
-			m.mu.Unlock()
-			return nil, err
-		}
-		now := m.now()
-		st := m.state.Load()
-		valid := st != nil && now.Before(st.expiredAt)
-		if valid && now.Before(st.staleAt) {
-			m.mu.Unlock()
-			return st, nil
-		}
-
-		call := m.flight
+		st, call, err := m.joinRefresh()
 		if call == nil {
-			if f := m.failure; f != nil && now.Before(f.retryAt) {
-				m.mu.Unlock()
-				if valid {
-					return st, nil
-				}
-				return nil, f.err
-			}
-			call = m.startLoginLocked(refreshReason(st, valid))
+			return st, err
 		}
-		m.mu.Unlock()
-
-		if valid {
-			return st, nil
+		st, err = call.wait(ctx)
+		if !errors.Is(err, errAPIKeyChanged) {
+			return st, err
 		}
-		st, err := call.wait(ctx)
-		if errors.Is(err, errAPIKeyChanged) {
-			continue
-		}
-		return st, err
 	}
+}
+
+// joinRefresh returns the token to use at once, or else the login to wait
+// for, which it starts if none is in progress. A stale token that is still
+// valid is returned while a login starts in the background.
+func (m *Manager) joinRefresh() (*tokenState, *loginCall, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.usableLocked(); err != nil {
+		return nil, nil, err
+	}
+	now := m.now()
+	st := m.state.Load()
+	valid := st != nil && now.Before(st.expiredAt)
+	if valid && now.Before(st.staleAt) {
+		return st, nil, nil
+	}
+
+	call := m.flight
+	if call == nil {
+		if f := m.failure; f != nil && now.Before(f.retryAt) {
+			if valid {
+				return st, nil, nil
+			}
+			return nil, nil, f.err
+		}
+		call = m.startLoginLocked(refreshReason(st, valid))
+	}
+	if valid {
+		return st, nil, nil
+	}
+	return nil, call, nil
 }
 
 // refreshAfterUnauthorized returns a token to retry with after the API
 // responded 401 to a request that carried sent, and whether it comes from a
 // login made or joined for this 401. Concurrent callers for the same token
 // share one login, and logins forced by 401s start at least a second apart
-// (forcedLoginInterval): a caller inside that interval waits for its end. It returns an error when the login fails or ctx ends.
+// (forcedLoginInterval): a caller inside that interval waits for its end.
+// It returns an error when the login fails or ctx ends.
 func (m *Manager) refreshAfterUnauthorized(ctx context.Context, sent *tokenState) (*tokenState, bool, error) {
 	for {
 		m.mu.Lock()
@@ -517,8 +523,7 @@ func (c *loginCall) wait(ctx context.Context) (*tokenState, error) {
 		nextTry, pauseStart := c.nextTry, c.pauseStart
 		c.pauseMu.Unlock()
 		if hasDeadline && nextTry.After(deadline) {
-			return nil, fmt.Errorf("norman: login pauses until %s before its next attempt, after this call's deadline; try again then: %w",
-				nextTry.UTC().Format(time.RFC3339), context.DeadlineExceeded)
+			return nil, pauseAfterDeadlineError(nextTry)
 		}
 
 		select {
@@ -529,6 +534,13 @@ func (c *loginCall) wait(ctx context.Context) (*tokenState, error) {
 		case <-pauseStart:
 		}
 	}
+}
+
+// pauseAfterDeadlineError is the error of a caller whose deadline comes
+// before the next login attempt at nextTry.
+func pauseAfterDeadlineError(nextTry time.Time) error {
+	return fmt.Errorf("norman: login pauses until %s before its next attempt, after this call's deadline; try again then: %w",
+		nextTry.UTC().Format(time.RFC3339), context.DeadlineExceeded)
 }
 
 // announcePause records that the login waits until nextTry before its next

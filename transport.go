@@ -53,44 +53,56 @@ func NewTransport(m *Manager, base http.RoundTripper) *Transport {
 // had, or if it would carry the token over plain HTTP to a host that is not
 // a loopback address.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	closeBody := req.Body != nil
-	defer func() {
-		if closeBody {
-			req.Body.Close()
-		}
-	}()
+	m, err := t.check(req)
+	if err != nil {
+		closeRequestBody(req)
+		return nil, err
+	}
+	if !m.isAPIOrigin(req.URL) {
+		return t.base().RoundTrip(req)
+	}
+	st, err := m.validState(req.Context())
+	if err != nil {
+		closeRequestBody(req)
+		return nil, err
+	}
+	return t.send(req, st)
+}
 
+// check returns the Manager of t, or the error that keeps t from sending
+// req.
+func (t *Transport) check(req *http.Request) (*Manager, error) {
 	m := t.Manager
-	if m == nil {
+	switch {
+	case m == nil:
 		return nil, errors.New("norman: Transport has no Manager: create it with NewTransport")
-	}
-	if m.now == nil {
+	case m.now == nil:
 		return nil, errZeroManager
-	}
-	if req.URL == nil {
+	case req.URL == nil:
 		return nil, errors.New("norman: request has no URL")
-	}
-	if m.configErr != nil {
+	case m.configErr != nil:
 		// Without a valid base URL no request can be matched to the API, and
 		// sending them all without a token would only hide the mistake.
 		return nil, m.configErr
 	}
-	if !m.isAPIOrigin(req.URL) {
-		closeBody = false
-		return t.base().RoundTrip(req)
-	}
+	return m, nil
+}
 
-	st, err := m.validState(req.Context())
-	if err != nil {
-		return nil, err
-	}
-
-	closeBody = false
+// send sends req with the token of st, and handles a 401 for that token.
+func (t *Transport) send(req *http.Request, st *tokenState) (*http.Response, error) {
 	resp, err := t.base().RoundTrip(withAuthorization(req, st))
 	if err != nil || resp.StatusCode != http.StatusUnauthorized {
 		return resp, err
 	}
 	return t.retryUnauthorized(req, st, resp)
+}
+
+// closeRequestBody closes the body of a request that RoundTrip does not
+// send, as the [http.RoundTripper] contract requires.
+func closeRequestBody(req *http.Request) {
+	if req.Body != nil {
+		req.Body.Close()
+	}
 }
 
 // retryUnauthorized handles a 401 for the token in st: it gets a new token
@@ -233,15 +245,15 @@ type origin struct {
 // origin passed checkSecure when the manager was created, so a match is
 // never plain HTTP to a remote host.
 func (m *Manager) isAPIOrigin(u *url.URL) bool {
-	for _, o := range m.origins {
-		if o.matches(u) {
+	for i := range m.origins {
+		if m.origins[i].matches(u) {
 			return true
 		}
 	}
 	return false
 }
 
-func (o origin) matches(u *url.URL) bool {
+func (o *origin) matches(u *url.URL) bool {
 	if !strings.EqualFold(u.Scheme, o.scheme) {
 		return false
 	}
