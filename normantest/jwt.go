@@ -200,7 +200,7 @@ func (s *Server) verifiedClaims(token string, now time.Time) (*jwt.RegisteredCla
 	known, ok := s.verified[token]
 	s.mu.Unlock()
 	if ok {
-		if _, err := s.verificationKey(&jwt.Token{Header: map[string]any{"kid": known.keyID}}); err != nil {
+		if _, err := s.publishedKey(known.keyID); err != nil {
 			return nil, err
 		}
 		if err := jwt.NewValidator(rules...).Validate(known.claims); err != nil {
@@ -239,6 +239,16 @@ type verifiedToken struct {
 // whose kid header names a key in the JWKS of this server.
 func (s *Server) verificationKey(token *jwt.Token) (any, error) {
 	kid, _ := token.Header["kid"].(string)
+	key, err := s.publishedKey(kid)
+	if err != nil {
+		return nil, err
+	}
+	return key, nil
+}
+
+// publishedKey returns the public key that the JWKS of the server lists
+// under kid, or errUnknownKeyID.
+func (s *Server) publishedKey(kid string) (*rsa.PublicKey, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, k := range s.published {
