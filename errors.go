@@ -1,6 +1,7 @@
 package norman
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -87,12 +88,19 @@ func newAPIError(req *http.Request, resp *http.Response, body []byte, secrets ..
 	// the decoded fields, before clipping, so that a cut cannot leave part of
 	// a secret behind.
 	secrets = escapedForms(secrets)
-	parseErrorBody(e, []byte(scrub(string(body), secrets)))
+	parseErrorBody(e, []byte(scrub(string(body), secrets)), secrets)
 
 	e.ErrorType = scrubClip(e.ErrorType, secrets)
 	e.Message = scrubClip(e.Message, secrets)
 	e.Cause = scrubClip(e.Cause, secrets)
 	e.Suggestions = clipSuggestions(e.Suggestions, secrets)
+
+	// A secret that contains a separator of the error text, such as "; ",
+	// can be formed again by joining two fields that are clean on their own.
+	if containsAny(e.Error(), secrets) {
+		e.ErrorType, e.Cause, e.Suggestions = "", "", nil
+		e.Message = redacted
+	}
 	return e
 }
 
@@ -115,7 +123,7 @@ func clipSuggestions(suggestions, secrets []string) []string {
 
 // parseErrorBody fills e from a Norman error object, a FastAPI
 // {"detail": ...} object, or any other text.
-func parseErrorBody(e *APIError, body []byte) {
+func parseErrorBody(e *APIError, body []byte, secrets []string) {
 	var normanBody struct {
 		ErrorType   string          `json:"error_type"`
 		Message     string          `json:"message"`
@@ -126,24 +134,24 @@ func parseErrorBody(e *APIError, body []byte) {
 	if json.Unmarshal(body, &normanBody) == nil {
 		e.ErrorType = normanBody.ErrorType
 		e.Message = normanBody.Message
-		e.Cause = jsonText(normanBody.Cause)
+		e.Cause = jsonText(normanBody.Cause, secrets)
 		if len(normanBody.Suggestions) > 0 {
 			e.Suggestions = normanBody.Suggestions
 		}
 		if e.Message == "" {
-			e.Message = jsonText(normanBody.Detail)
+			e.Message = jsonText(normanBody.Detail, secrets)
 		}
 		if e.ErrorType != "" || e.Message != "" {
 			return
 		}
 	}
-	e.Message = strings.Join(strings.Fields(string(body)), " ")
+	e.Message = bodyText(body, secrets)
 }
 
 // jsonText returns a JSON string's contents, or the text of any other JSON
-// value, such as FastAPI's list of validation errors, with runs of
-// whitespace collapsed to one space. Null gives "".
-func jsonText(raw json.RawMessage) string {
+// value, such as FastAPI's list of validation errors, as bodyText gives it.
+// Null gives "".
+func jsonText(raw json.RawMessage, secrets []string) string {
 	if len(raw) == 0 || string(raw) == "null" {
 		return ""
 	}
@@ -151,7 +159,72 @@ func jsonText(raw json.RawMessage) string {
 	if json.Unmarshal(raw, &s) == nil {
 		return s
 	}
-	return strings.Join(strings.Fields(string(raw)), " ")
+	return bodyText(raw, secrets)
+}
+
+// bodyText returns body with runs of whitespace collapsed to one space.
+// JSON can escape a secret in forms that scrub does not know, such as
+// \u002B for "+". If body is JSON with a secret in its decoded strings, it
+// is encoded again with the secrets replaced.
+//
+// NOTE: a secret escaped inside text that is not valid JSON is not found.
+func bodyText(body []byte, secrets []string) string {
+	if json.Valid(body) {
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.UseNumber()
+		var v any
+		if dec.Decode(&v) == nil {
+			if scrubbed, found := scrubJSON(v, secrets); found {
+				var b bytes.Buffer
+				enc := json.NewEncoder(&b)
+				enc.SetEscapeHTML(false)
+				if enc.Encode(scrubbed) == nil {
+					return strings.TrimSuffix(b.String(), "\n")
+				}
+			}
+		}
+	}
+	return strings.Join(strings.Fields(string(body)), " ")
+}
+
+// scrubJSON scrubs every string and object key in v, a value decoded from
+// JSON, and reports whether it replaced anything.
+func scrubJSON(v any, secrets []string) (any, bool) {
+	switch v := v.(type) {
+	case string:
+		s := scrub(v, secrets)
+		return s, s != v
+	case []any:
+		found := false
+		for i, item := range v {
+			var f bool
+			v[i], f = scrubJSON(item, secrets)
+			found = found || f
+		}
+		return v, found
+	case map[string]any:
+		found := false
+		scrubbed := make(map[string]any, len(v))
+		for key, item := range v {
+			k := scrub(key, secrets)
+			item, f := scrubJSON(item, secrets)
+			scrubbed[k] = item
+			found = found || f || k != key
+		}
+		return scrubbed, found
+	}
+	return v, false
+}
+
+// containsAny reports whether s contains any of the non-empty strings in
+// subs.
+func containsAny(s string, subs []string) bool {
+	for _, sub := range subs {
+		if sub != "" && strings.Contains(s, sub) {
+			return true
+		}
+	}
+	return false
 }
 
 // scrubClip scrubs s and shortens it to at most maxErrorBody bytes, then
@@ -209,10 +282,8 @@ func scrub(s string, secrets []string) string {
 			s = strings.ReplaceAll(s, secret, redacted)
 		}
 	}
-	for _, secret := range secrets {
-		if secret != "" && strings.Contains(s, secret) {
-			return redacted
-		}
+	if containsAny(s, secrets) {
+		return redacted
 	}
 	return s
 }

@@ -323,6 +323,69 @@ func TestScrubClipDotsCannotCompleteSecret(t *testing.T) {
 	}
 }
 
+// JSON encoders other than Go's and Python's escape other characters, such
+// as "+" as \u002B and "/" as \/. Such a key must not survive in a field.
+func TestNewAPIErrorScrubsOtherJSONEscapes(t *testing.T) {
+	t.Parallel()
+
+	const key = "nk-test-ab+cd/ef0e1f"
+	escaped := strings.NewReplacer("+", `\u002B`, "/", `\/`).Replace(key)
+	tests := []struct {
+		name, body string
+	}{
+		{"object cause", `{"error_type":"Bad","message":"m","cause":{"key":"` + escaped + `"}}`},
+		{"detail list", `{"detail":[{"loc":["body","api_key"],"msg":"bad","input":"` + escaped + `"}]}`},
+		{"object key", `{"detail":{"` + escaped + `":"unknown"}}`},
+		{"other JSON", `{"errors":["unknown key ` + escaped + `"]}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			req, resp := newErrorResponse(t, http.MethodPost, "https://api.norman.invalid/v0/authenticate/login/key", http.StatusUnprocessableEntity)
+			e := newAPIError(req, resp, []byte(tt.body), key)
+
+			text := e.Error()
+			forms := map[string]string{"the key": key, "the escaped key": escaped, "an escaped +": `\u002B`, "an escaped /": `\/`}
+			for name, form := range forms {
+				if strings.Contains(text, form) {
+					t.Errorf("error text contains %s", name)
+				}
+			}
+			if !strings.Contains(text, redacted) {
+				t.Errorf("error text has no %q in place of the key", redacted)
+			}
+		})
+	}
+}
+
+// Error joins the fields with separators such as ": " and "; ". A key that
+// contains one must not be formed again from two fields.
+func TestAPIErrorTextDoesNotJoinSecret(t *testing.T) {
+	t.Parallel()
+
+	tests := []struct {
+		name, key, body string
+	}{
+		{"suggestions", "nk-test-left; right-0a1b", `{"error_type":"Bad","message":"m","suggestions":["use nk-test-left","right-0a1b"]}`},
+		{"type and message", "nk-test-left: right-0a1b", `{"error_type":"nk-test-left","message":"right-0a1b"}`},
+		{"message and cause", "nk-test-left (cause: right", `{"error_type":"Bad","message":"nk-test-left","cause":"right"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			req, resp := newErrorResponse(t, http.MethodPost, "https://api.norman.invalid/v0/authenticate/login/key", http.StatusUnprocessableEntity)
+			e := newAPIError(req, resp, []byte(tt.body), tt.key)
+
+			if strings.Contains(e.Error(), tt.key) {
+				t.Error("error text contains the key, joined from two fields")
+			}
+			if e.Message != redacted {
+				t.Errorf("Message is %d bytes, want %q", len(e.Message), redacted)
+			}
+		})
+	}
+}
+
 func TestNewAPIErrorRedactsURL(t *testing.T) {
 	t.Parallel()
 

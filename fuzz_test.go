@@ -207,6 +207,10 @@ func FuzzAPIError(f *testing.F) {
 		{999, `{"message":"\ud800 lone surrogate"}`, ""},
 		// The "..." after the cut completes a secret that ends in dots.
 		{400, strings.Repeat("a", maxErrorBody-7) + "zzzzzzz" + strings.Repeat("b", 100), "zzzzzzz."},
+		// Two suggestions joined by "; " form the secret.
+		{422, `{"error_type":"Bad","suggestions":["use nk-test-left","right-0a1b"]}`, "nk-test-left; right-0a1b"},
+		// An encoder that writes "+" as \u002B.
+		{422, `{"detail":[{"input":"nk-test-ab\u002Bcd0e1f"}]}`, "nk-test-ab+cd0e1f"},
 	} {
 		f.Add(seed.status, []byte(seed.body), seed.secret)
 	}
@@ -252,7 +256,13 @@ func FuzzAPIError(f *testing.F) {
 			t.Fatalf("%d suggestions quote %d bytes, want at most %d", len(e.Suggestions), len(joined), maxErrorBody+len("..."))
 		}
 
+		// The method, URL and status come before the fields in the error
+		// text, and a secret can be part of them.
+		skeleton := (&APIError{StatusCode: status, Method: http.MethodPost, URL: fuzzErrorURL, Message: redacted}).Error()
 		text := e.Error()
+		if checkSecret && !strings.Contains(skeleton, secret) {
+			checkNoFuzzedSecret(t, "Error()", text, secret)
+		}
 		if !strings.HasPrefix(text, "norman: POST "+fuzzErrorURL+": ") {
 			t.Fatalf("Error() = %.80q..., want it to start with the method and URL", text)
 		}
