@@ -95,9 +95,9 @@ func newAPIError(req *http.Request, resp *http.Response, body []byte, secrets ..
 	e.Cause = scrubClip(e.Cause, secrets)
 	e.Suggestions = clipSuggestions(e.Suggestions, secrets)
 
-	// A secret that contains a separator of the error text, such as "; ",
+	// A secret that contains a separator of the error texts, such as "; ",
 	// can be formed again by joining two fields that are clean on their own.
-	if containsAny(e.Error(), secrets) {
+	if containsAny(e.Error(), secrets) || containsAny((&rejectedKeyError{e}).Error(), secrets) {
 		e.ErrorType, e.Cause, e.Suggestions = "", "", nil
 		e.Message = redacted
 	}

@@ -369,6 +369,7 @@ func TestAPIErrorTextDoesNotJoinSecret(t *testing.T) {
 		{"suggestions", "nk-test-left; right-0a1b", `{"error_type":"Bad","message":"m","suggestions":["use nk-test-left","right-0a1b"]}`},
 		{"type and message", "nk-test-left: right-0a1b", `{"error_type":"nk-test-left","message":"right-0a1b"}`},
 		{"message and cause", "nk-test-left (cause: right", `{"error_type":"Bad","message":"nk-test-left","cause":"right"}`},
+		{"rejected key", "nk-test-left: right-0a1b", `{"error_type":"Bad","message":"nk-test-left","cause":"right-0a1b"}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -378,6 +379,9 @@ func TestAPIErrorTextDoesNotJoinSecret(t *testing.T) {
 
 			if strings.Contains(e.Error(), tt.key) {
 				t.Error("error text contains the key, joined from two fields")
+			}
+			if strings.Contains((&rejectedKeyError{e}).Error(), tt.key) {
+				t.Error("rejected key error text contains the key, joined from two fields")
 			}
 			if e.Message != redacted {
 				t.Errorf("Message is %d bytes, want %q", len(e.Message), redacted)
