@@ -258,10 +258,13 @@ func FuzzAPIError(f *testing.F) {
 
 		// The method, URL and status come before the fields in the error
 		// text, and a secret can be part of them.
-		skeleton := (&APIError{StatusCode: status, Method: http.MethodPost, URL: fuzzErrorURL, Message: redacted}).Error()
+		bare := &APIError{StatusCode: status, Method: http.MethodPost, URL: fuzzErrorURL, Message: redacted}
 		text := e.Error()
-		if checkSecret && !strings.Contains(skeleton, secret) {
+		if checkSecret && !strings.Contains(bare.Error(), secret) {
 			checkNoFuzzedSecret(t, "Error()", text, secret)
+		}
+		if checkSecret && !strings.Contains((&rejectedKeyError{bare}).Error(), secret) {
+			checkNoFuzzedSecret(t, "rejected key error", (&rejectedKeyError{e}).Error(), secret)
 		}
 		if !strings.HasPrefix(text, "norman: POST "+fuzzErrorURL+": ") {
 			t.Fatalf("Error() = %.80q..., want it to start with the method and URL", text)
