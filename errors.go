@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -169,18 +170,16 @@ func jsonText(raw json.RawMessage, secrets []string) string {
 //
 // NOTE: a secret escaped inside text that is not valid JSON is not found.
 func bodyText(body []byte, secrets []string) string {
-	if json.Valid(body) {
-		dec := json.NewDecoder(bytes.NewReader(body))
-		dec.UseNumber()
-		var v any
-		if dec.Decode(&v) == nil {
-			if scrubbed, found := scrubJSON(v, secrets); found {
-				var b bytes.Buffer
-				enc := json.NewEncoder(&b)
-				enc.SetEscapeHTML(false)
-				if enc.Encode(scrubbed) == nil {
-					return strings.TrimSuffix(b.String(), "\n")
-				}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	var v any
+	if dec.Decode(&v) == nil && dec.Decode(new(any)) == io.EOF {
+		if scrubbed, found := scrubJSON(v, secrets); found {
+			var b bytes.Buffer
+			enc := json.NewEncoder(&b)
+			enc.SetEscapeHTML(false)
+			if enc.Encode(scrubbed) == nil {
+				return strings.TrimSuffix(b.String(), "\n")
 			}
 		}
 	}
@@ -248,7 +247,8 @@ func scrubClip(s string, secrets []string) string {
 		case at < 0:
 			return clipped
 		case at >= cut:
-			// A secret made of dots alone: leave the dots out.
+			// Only a secret made of dots alone fits inside the marker, so
+			// the marker is left out.
 			return s[:cut]
 		}
 		cut = runeStartAtOrBefore(s, at)

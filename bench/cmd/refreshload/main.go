@@ -185,17 +185,13 @@ func runNone(cfg config) result {
 	srv.SetTokenLifetime(cfg.duration + time.Hour)
 	srv.SetLoginDelay(cfg.loginDelay)
 
-	mgr := norman.NewManager(
-		norman.WithLogger(slog.New(slog.DiscardHandler)),
-		norman.WithBaseURL(srv.URL),
-		norman.WithAPIKey(apiKey),
-	)
-	tok, err := mgr.Token(context.Background())
+	login := &harness.LoginSource{BaseURL: srv.URL, APIKey: apiKey}
+	tok, err := login.Token()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "refreshload: none: login failed:", err)
 		os.Exit(1)
 	}
-	bearer := "Bearer " + tok.Value()
+	bearer := "Bearer " + tok.AccessToken
 
 	base := newBase(cfg)
 	defer base.CloseIdleConnections()
